@@ -1,0 +1,1 @@
+"""The .deb recipes of the MongoDB double (real package names and layout)."""

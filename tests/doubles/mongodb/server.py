@@ -1,0 +1,462 @@
+"""The process: startup checks in mongod's order, listeners, connections, signals, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from . import auth, config, wire
+from .bson_codec import Document, Int64, ObjectId
+from .commands import HELLO_NAMES, CloseConnection, Commands, Connection
+from .errors import MongoError
+from .replication import Replication
+from .storage import DBPathInUse, Storage
+
+
+class StartupError(Exception):
+    def __init__(self, exit_code: int, message: str) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class Node:
+    """One mongod process: settings, storage, replication state and the client connections."""
+
+    def __init__(
+        self, settings: config.Settings, log: config.Log, storage: Storage, key: str | None
+    ) -> None:
+        self.settings = settings
+        self.log = log
+        self.storage = storage
+        self.key = key
+        self.hostname = socket.gethostname()
+        self.process_id = ObjectId()
+        self.topology_counter = 0
+        self._topology_event = asyncio.Event()
+        self.started = time.monotonic()
+        self.open_connections = 0
+        self.total_connections = 0
+        self.listen_addresses: list[str] = []
+        self.system_credentials: Document | None = None
+        if key is not None:
+            self.system_credentials = auth.make_credentials(
+                "__system", key, ["SCRAM-SHA-256"], {"SCRAM-SHA-256": 15000}
+            )
+        self.repl = Replication(self, settings.repl_set) if settings.repl_set else None
+        self.commands = Commands(self)
+        self._shutdown = asyncio.Event()
+        self._servers: list[asyncio.base_events.Server] = []
+        self._connections: set[asyncio.Task[None]] = set()
+        self._socket_path: str | None = None
+
+    # Shared state used by commands and replication
+
+    def uptime(self) -> float:
+        return time.monotonic() - self.started
+
+    def topology_version(self) -> Document:
+        return {"processId": self.process_id, "counter": Int64(self.topology_counter)}
+
+    def bump_topology(self) -> None:
+        self.topology_counter += 1
+        self._topology_event.set()
+        self._topology_event = asyncio.Event()
+
+    async def await_topology_change(self, requested: Any, timeout: float) -> None:
+        """Awaitable hello: hold the reply while the client's topologyVersion is current."""
+        if not isinstance(requested, dict):
+            return
+        if requested.get("processId") != self.process_id:
+            return
+        if int(requested.get("counter", -1)) != self.topology_counter:
+            return
+        event = self._topology_event
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(
+                asyncio.shield(asyncio.ensure_future(self._wait_either(event))), timeout
+            )
+
+    async def _wait_either(self, event: asyncio.Event) -> None:
+        waiters = [
+            asyncio.ensure_future(event.wait()),
+            asyncio.ensure_future(self._shutdown.wait()),
+        ]
+        _, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+
+    def hello_fields(self, legacy: bool) -> Document:
+        if self.repl is None:
+            return {"ismaster" if legacy else "isWritablePrimary": True}
+        return self.repl.hello_fields(legacy)
+
+    def credentials_for(self, user: str, db: str, mechanism: str) -> Document | None:
+        if (user, db) == ("__system", "local"):
+            return (self.system_credentials or {}).get(mechanism)
+        doc = self.storage.find_by_id("admin", "system.users", f"{db}.{user}")
+        if doc is None:
+            return None
+        return doc.get("credentials", {}).get(mechanism)
+
+    async def await_write_concern(self, concern: Any) -> Document | None:
+        if not isinstance(concern, dict):
+            return None
+        if self.repl is None:
+            w = concern.get("w", 1)
+            if isinstance(w, int) and w > 1:
+                return {
+                    "code": 2,
+                    "codeName": "BadValue",
+                    "errmsg": "cannot use 'w' > 1 on a standalone",
+                    "errInfo": {},
+                }
+            return None
+        return await self.repl.await_write_concern(concern)
+
+    def request_shutdown(self, reason: str) -> None:
+        self.log.info("CONTROL", 4784900, "conn", "Shutdown requested", reason=reason)
+        self._shutdown.set()
+
+    # Replica set command entry points (routed from the command table)
+
+    def _repl(self) -> Replication:
+        if self.repl is None:
+            raise MongoError(76, "server is not running with --replSet")
+        return self.repl
+
+    async def repl_initiate(self, conn: Connection, db: str, body: Document) -> Document:
+        return await self._repl().initiate(body)
+
+    async def repl_status(self, conn: Connection, db: str, body: Document) -> Document:
+        if self.repl is None:
+            raise MongoError(76, "not running with --replSet")
+        return self.repl.get_status()
+
+    async def repl_get_config(self, conn: Connection, db: str, body: Document) -> Document:
+        return self._repl().get_config()
+
+    async def repl_reconfig(self, conn: Connection, db: str, body: Document) -> Document:
+        return await self._repl().reconfig(body)
+
+    async def repl_step_down(self, conn: Connection, db: str, body: Document) -> Document:
+        return await self._repl().step_down(body)
+
+    async def repl_freeze(self, conn: Connection, db: str, body: Document) -> Document:
+        return self._repl().freeze(body)
+
+    async def repl_internal(self, conn: Connection, db: str, body: Document) -> Document:
+        return await self._repl().internal(next(iter(body)), body)
+
+    # Connections
+
+    async def _serve_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        peername = writer.get_extra_info("peername")
+        peer = peername[0] if isinstance(peername, tuple) else None
+        await self.serve_connection(reader, writer, peer)
+
+    async def serve_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str | None
+    ) -> None:
+        """Serve one client; `peer` is the remote IP address, None for the unix socket."""
+        self.total_connections += 1
+        self.open_connections += 1
+        conn = Connection(self.total_connections, peer)
+        self.log.info(
+            "NETWORK",
+            22943,
+            "listener",
+            "Connection accepted",
+            remote=peer or "anonymous unix socket",
+            connectionId=conn.conn_id,
+            connectionCount=self.open_connections,
+        )
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        try:
+            while True:
+                request_id, _, op_code, payload = await wire.read_frame(reader)
+                reply = await self._handle(conn, request_id, op_code, payload)
+                if reply is not None:
+                    writer.write(reply)
+                    await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, CloseConnection):
+            pass
+        except (wire.ProtocolError, ValueError) as exc:
+            self.log.warning(
+                "NETWORK",
+                22988,
+                f"conn{conn.conn_id}",
+                "Error receiving request from client; closing connection",
+                error=str(exc),
+            )
+        finally:
+            self._connections.discard(task)
+            self.open_connections -= 1
+            self.log.info(
+                "NETWORK",
+                22944,
+                f"conn{conn.conn_id}",
+                "Connection ended",
+                remote=peer or "anonymous unix socket",
+                connectionId=conn.conn_id,
+            )
+            writer.close()
+
+    async def _handle(
+        self, conn: Connection, request_id: int, op_code: int, payload: bytes
+    ) -> bytes | None:
+        if op_code == wire.OP_MSG:
+            header = wire.HEADER.pack(len(payload) + wire.HEADER.size, request_id, 0, op_code)
+            msg = wire.parse_op_msg(request_id, payload, header)
+            reply = await self.commands.run(conn, msg.body, secondary_ok=False)
+            if msg.more_to_come:
+                return None
+            return wire.encode_op_msg(wire.next_request_id(), request_id, reply)
+        if op_code == wire.OP_QUERY:
+            msg, namespace = wire.parse_op_query(request_id, payload)
+            name = next(iter(msg.body), "") if namespace.endswith(".$cmd") else "find"
+            if name in HELLO_NAMES:
+                body = dict(msg.body)
+                body["$db"] = namespace.split(".", 1)[0]
+                reply = await self.commands.run(conn, body, secondary_ok=msg.secondary_ok)
+            else:
+                reply = MongoError(
+                    352,
+                    f"Unsupported OP_QUERY command: {name}. The client driver may require "
+                    "an upgrade. For more details see "
+                    "https://dochub.mongodb.org/core/legacy-opcode-removal",
+                ).reply()
+            return wire.encode_op_reply(wire.next_request_id(), request_id, reply)
+        raise wire.ProtocolError(f"unsupported opcode {op_code}")
+
+    # Lifecycle
+
+    async def _listen(self) -> None:
+        for address in self.settings.bind_ips:
+            try:
+                server = await asyncio.start_server(
+                    self._serve_connection, address, self.settings.port, reuse_address=True
+                )
+            except OSError as exc:
+                message = (
+                    "Address already in use"
+                    if exc.errno == errno.EADDRINUSE
+                    else exc.strerror or str(exc)
+                )
+                self.log.error(
+                    "NETWORK",
+                    23024,
+                    "initandlisten",
+                    "Failed to set up listener",
+                    error=f"SocketException: {message}",
+                )
+                raise StartupError(config.EXIT_NET_ERROR, message) from exc
+            self._servers.append(server)
+            self.listen_addresses.append(address)
+        if self.settings.unix_socket:
+            path = Path(self.settings.unix_socket_prefix) / f"mongodb-{self.settings.port}.sock"
+            path.unlink(missing_ok=True)
+            server = await asyncio.start_unix_server(self._serve_connection, path)
+            path.chmod(self.settings.unix_socket_mode)
+            self._socket_path = str(path)
+            self._servers.append(server)
+
+    async def run(self, ready: Any = None) -> int:
+        loop = asyncio.get_running_loop()
+        self._topology_event = asyncio.Event()
+        self._shutdown = asyncio.Event()
+        try:
+            await self._listen()
+        except StartupError as exc:
+            await self._close_servers()
+            return exc.exit_code
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.request_shutdown, signal.Signals(signum).name)
+        loop.add_signal_handler(signal.SIGUSR1, self.log.rotate)
+        if self.repl is not None:
+            await self.repl.start()
+        self.log.info(
+            "NETWORK",
+            23015,
+            "listener",
+            "Listening on",
+            address=self.listen_addresses + ([self._socket_path] if self._socket_path else []),
+        )
+        self.log.info(
+            "NETWORK",
+            23016,
+            "listener",
+            "Waiting for connections",
+            port=self.settings.port,
+            ssl="off",
+        )
+        if ready is not None:
+            ready()
+        await self._shutdown.wait()
+        self.log.info("CONTROL", 23377, "SignalHandler", "Received signal or shutdown command")
+        if self.repl is not None:
+            await self.repl.stop()
+        await self._close_servers()
+        for task in list(self._connections):
+            task.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
+        self.storage.unlock()
+        self.log.info("CONTROL", 20565, "SignalHandler", "Now exiting")
+        self.log.info("CONTROL", 23138, "SignalHandler", "Shutting down", exitCode=0)
+        return config.EXIT_CLEAN
+
+    async def _close_servers(self) -> None:
+        for server in self._servers:
+            server.close()
+        for server in self._servers:
+            with contextlib.suppress(Exception):
+                await server.wait_closed()
+        if self._socket_path is not None:
+            Path(self._socket_path).unlink(missing_ok=True)
+
+
+def _daemonize(pid_file: str | None) -> Any:
+    """Double-fork like mongod --fork; the parent exits 0 once the child listens, else 1."""
+    read_fd, write_fd = os.pipe()
+    if os.fork() > 0:
+        os.close(write_fd)
+        status = os.read(read_fd, 1)
+        if status == b"1":
+            print("child process started successfully, parent exiting")
+            os._exit(0)
+        print("ERROR: child process failed, exited with error number 1", file=sys.stderr)
+        os._exit(1)
+    os.close(read_fd)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    if pid_file:
+        Path(pid_file).write_text(f"{os.getpid()}\n", encoding="ascii")
+
+    def ready() -> None:
+        os.write(write_fd, b"1")
+        os.close(write_fd)
+
+    return ready
+
+
+def main(argv: list[str]) -> int:
+    result = config.load_settings(argv)
+    if isinstance(result, str):
+        sys.stdout.write(result)
+        return config.EXIT_CLEAN
+    settings = result
+    if settings.tls_mode != "disabled":
+        print(
+            f"net.tls.mode {settings.tls_mode}: TLS is not implemented by this server build",
+            file=sys.stderr,
+        )
+        return config.EXIT_FAILURE
+    try:
+        log = config.Log(settings.log_path, settings.log_append, settings.log_rotate)
+    except OSError as exc:
+        print(f"Failed to open {settings.log_path}: {exc.strerror}", file=sys.stderr)
+        return config.EXIT_FAILURE
+    ready = None
+    if settings.fork:
+        if os.environ.get("MONGODB_CONFIG_OVERRIDE_NOFORK") == "1":
+            log.info("CONTROL", 4615611, "main", "overriding processManagement.fork to false")
+        else:
+            ready = _daemonize(settings.pid_file)
+    elif settings.pid_file:
+        Path(settings.pid_file).write_text(f"{os.getpid()}\n", encoding="ascii")
+    log.info(
+        "CONTROL",
+        4615611,
+        "initandlisten",
+        "MongoDB starting",
+        pid=os.getpid(),
+        port=settings.port,
+        dbPath=settings.db_path,
+        architecture="64-bit",
+        host=socket.gethostname(),
+    )
+    log.info(
+        "CONTROL",
+        23403,
+        "initandlisten",
+        "Build Info",
+        buildInfo={"version": config.VERSION, "gitVersion": config.GIT_VERSION},
+    )
+    log.info(
+        "CONTROL", 21951, "initandlisten", "Options set by command line", options=settings.parsed
+    )
+    if os.geteuid() == 0:
+        log.warning(
+            "CONTROL",
+            22120,
+            "initandlisten",
+            "You are running this process as the root user, which is not recommended",
+        )
+    try:
+        key, storage = _startup_checks(settings, log)
+    except StartupError as exc:
+        log.error("CONTROL", 20575, "initandlisten", "Error during startup", error=str(exc))
+        log.info("CONTROL", 23138, "initandlisten", "Shutting down", exitCode=exc.exit_code)
+        print(str(exc), file=sys.stderr)
+        return exc.exit_code
+    if not settings.authorization:
+        log.warning(
+            "CONTROL",
+            22120,
+            "initandlisten",
+            "Access control is not enabled for the database. Read and write access to "
+            "data and configuration is unrestricted",
+        )
+
+    async def run() -> int:
+        node = Node(settings, log, storage, key)
+        if node.repl is not None:
+            node.repl.load()
+        return await node.run(ready)
+
+    code = asyncio.run(run())
+    storage.unlock()
+    log.close()
+    return code
+
+
+def _startup_checks(settings: config.Settings, log: config.Log) -> tuple[str | None, Storage]:
+    key = None
+    if settings.key_file is not None:
+        try:
+            key = config.read_key_file(settings.key_file)
+        except config.KeyFileError as exc:
+            log.error("ACCESS", 20254, "initandlisten", "Read security file failed", error=str(exc))
+            raise StartupError(config.EXIT_FAILURE, str(exc)) from exc
+    if not Path(settings.db_path).is_dir():
+        raise StartupError(
+            config.EXIT_NEED_UPGRADE_OR_DBPATH,
+            f"NonExistentPath: Data directory {settings.db_path} not found. Create the missing "
+            "directory or specify another path using (1) the --dbpath command line option, or "
+            "(2) by adding the 'storage.dbPath' option in the configuration file.",
+        )
+    if not os.access(settings.db_path, os.W_OK | os.X_OK):
+        raise StartupError(
+            config.EXIT_NEED_UPGRADE_OR_DBPATH,
+            f"IllegalOperation: Attempted to create a lock file on a read-only "
+            f"directory: {settings.db_path}",
+        )
+    storage = Storage(settings.db_path)
+    try:
+        storage.lock()
+    except DBPathInUse as exc:
+        raise StartupError(config.EXIT_NEED_UPGRADE_OR_DBPATH, f"DBPathInUse: {exc}") from exc
+    storage.load()
+    return key, storage

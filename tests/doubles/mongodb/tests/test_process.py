@@ -1,0 +1,270 @@
+"""Process contract: command line, strict mongod.conf, startup checks, log, signals, restarts."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import stat
+from pathlib import Path
+
+import pytest
+
+from tests.doubles.polling import wait_for
+
+from .conftest import AGAINST_DOUBLE, KEY, Launcher, free_port, terminate
+
+
+def _conf(tmp: Path, text: str) -> str:
+    path = tmp / "mongod.conf"
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def _base_conf(launcher: Launcher, extra: str = "") -> str:
+    work = launcher.workdir()
+    return _conf(
+        work,
+        f"""
+storage:
+  dbPath: {work / "db"}
+systemLog:
+  destination: file
+  path: {work / "mongod.log"}
+  logAppend: true
+net:
+  port: {free_port()}
+  bindIp: 127.0.0.1
+{extra}""",
+    )
+
+
+def test_version_prints_db_version_and_exits_0(launcher: Launcher) -> None:
+    code, output = launcher.run_to_exit(["--version"])
+    assert code == 0
+    assert re.search(r"^db version v(\d+\.\d+\.\d+)$", output, re.MULTILINE)
+    assert "Build Info:" in output
+
+
+def test_help_exits_0_and_unknown_flag_exits_2(launcher: Launcher) -> None:
+    assert launcher.run_to_exit(["--help"])[0] == 0
+    code, output = launcher.run_to_exit(["--no-such-flag"])
+    assert code == 2
+    assert "--help" in output
+
+
+@pytest.mark.parametrize(
+    ("snippet", "message"),
+    [
+        (
+            "storage:\n  journal:\n    enabled: true\n",
+            "Unrecognized option: storage.journal.enabled",
+        ),
+        ("net:\n  http:\n    enabled: false\n", "Unrecognized option: net.http.enabled"),
+        ("storage:\n  indexBuildRetry: true\n", "Unrecognized option: storage.indexBuildRetry"),
+        ("processManagement:\n  forkk: true\n", "Unrecognized option: processManagement.forkk"),
+    ],
+)
+def test_unknown_or_removed_config_key_exits_2(
+    launcher: Launcher, snippet: str, message: str
+) -> None:
+    conf = _conf(launcher.workdir(), snippet)
+    code, output = launcher.run_to_exit(["--config", conf])
+    assert code == 2
+    assert message in output
+
+
+@pytest.mark.parametrize(
+    "snippet",
+    [
+        "security:\n  authorization: yes-please\n",
+        "net:\n  port: twenty\n",
+        "net:\n  bindIp: 127.0.0.1\n  bindIpAll: true\n",
+    ],
+)
+def test_bad_value_or_conflicting_options_exit_2(launcher: Launcher, snippet: str) -> None:
+    work = launcher.workdir()
+    code, _ = launcher.run_to_exit(["-f", _conf(work, snippet)])
+    assert code == 2
+
+
+def test_auth_with_repl_set_requires_key_file(launcher: Launcher) -> None:
+    conf = _base_conf(
+        launcher, "security:\n  authorization: enabled\nreplication:\n  replSetName: rs0\n"
+    )
+    code, output = launcher.run_to_exit(["--config", conf])
+    assert code == 2
+    assert "security.keyFile is required when authorization is enabled with replica sets" in output
+
+
+@pytest.mark.parametrize(
+    ("content", "mode", "message"),
+    [
+        (KEY, 0o644, "are too open"),
+        (KEY, 0o440, "are too open"),
+        ("abc", 0o400, "must be between 6 and 1024"),
+        ("abcdef!ghijk", 0o400, "invalid char in key file"),
+    ],
+)
+def test_bad_key_file_refuses_to_start(
+    launcher: Launcher, content: str, mode: int, message: str
+) -> None:
+    key = launcher.key_file(content, mode)
+    work = launcher.workdir()
+    code, output = launcher.run_to_exit(
+        [
+            "--port",
+            str(free_port()),
+            "--dbpath",
+            str(work / "db"),
+            "--keyFile",
+            str(key),
+            "--replSet",
+            "rs0",
+            "--logpath",
+            str(work / "mongod.log"),
+        ]
+    )
+    assert code != 0
+    assert message in output + (work / "mongod.log").read_text()
+
+
+def test_missing_db_path_exits_100(launcher: Launcher, tmp_path: Path) -> None:
+    code, output = launcher.run_to_exit(
+        ["--port", str(free_port()), "--dbpath", str(tmp_path / "absent")]
+    )
+    assert code == 100
+    assert "not found" in output
+
+
+def test_db_path_in_use_exits_100(launcher: Launcher) -> None:
+    node = launcher.start()
+    code, output = launcher.run_to_exit(["--port", str(free_port()), "--dbpath", str(node.dbpath)])
+    assert code == 100
+    assert "DBPathInUse" in output
+
+
+def test_port_in_use_exits_48(launcher: Launcher) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        work = launcher.workdir()
+        code, _ = launcher.run_to_exit(
+            [
+                "--port",
+                str(busy.getsockname()[1]),
+                "--bind_ip",
+                "127.0.0.1",
+                "--dbpath",
+                str(work / "db"),
+            ]
+        )
+    assert code == 48
+
+
+def test_listens_only_on_bind_ip(launcher: Launcher) -> None:
+    node = launcher.start()
+    with socket.create_connection(("127.0.0.1", node.port), timeout=2):
+        pass
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.2", node.port), timeout=2)
+
+
+def test_json_log_and_clean_sigterm_shutdown(launcher: Launcher) -> None:
+    node = launcher.start()
+    node.client().admin.command("ping")
+    assert node.stop(signal.SIGTERM) == 0
+    entries = [json.loads(line) for line in node.log_lines()]
+    for entry in entries:
+        assert set(entry) >= {"t", "s", "c", "id", "ctx", "msg"}
+        assert "$date" in entry["t"]
+    waiting = [e for e in entries if e["msg"] == "Waiting for connections"]
+    assert waiting and waiting[0]["attr"]["port"] == node.port
+    assert waiting[0]["id"] == 23016
+
+
+def test_sigusr1_rotates_log_by_rename(launcher: Launcher) -> None:
+    node = launcher.start()
+    os.kill(node.proc.pid, signal.SIGUSR1)
+    rotated = wait_for(
+        lambda: [p for p in node.log_path.parent.iterdir() if p.name.startswith("mongod.log.")],
+        10,
+        "a rotated log file",
+    )
+    assert "Waiting for connections" in rotated[0].read_text()
+    wait_for(node.log_path.exists, 10, "a reopened log file")
+    node.client().admin.command("ping")
+    assert node.stop() == 0
+
+
+def test_fork_is_overridden_by_systemd_environment(launcher: Launcher) -> None:
+    conf = _base_conf(launcher, "processManagement:\n  fork: true\n")
+    port = int(re.search(r"port: (\d+)", Path(conf).read_text()).group(1))
+    proc = launcher.popen(["--config", conf], env={"MONGODB_CONFIG_OVERRIDE_NOFORK": "1"})
+    log = Path(conf).parent / "mongod.log"
+    try:
+        wait_for(
+            lambda: log.exists() and "Waiting for connections" in log.read_text(),
+            20,
+            "the server to listen in the foreground",
+        )
+        assert proc.poll() is None
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            pass
+        if AGAINST_DOUBLE:
+            assert "overriding processManagement.fork to false" in log.read_text()
+    finally:
+        assert terminate(proc) == 0
+
+
+def test_users_and_data_survive_restart(launcher: Launcher) -> None:
+    key = launcher.key_file()
+    node = launcher.start(["--keyFile", str(key)])
+    local = node.client()
+    local.admin.command("createUser", "admin", pwd="s3cret-pw", roles=["root"])
+    local.close()
+    admin = node.client("admin", "s3cret-pw")
+    admin.clinic.patients.insert_one({"_id": "p1", "name": "Asha"})
+    admin.close()
+    node = launcher.restart(node)
+    admin = node.client("admin", "s3cret-pw")
+    try:
+        assert admin.clinic.patients.find_one({"_id": "p1"}) == {"_id": "p1", "name": "Asha"}
+    finally:
+        admin.close()
+
+
+@pytest.mark.skipif(not AGAINST_DOUBLE, reason="the socket path is shared with any real mongod")
+def test_unix_socket_is_created_with_mode_0700(launcher: Launcher, tmp_path: Path) -> None:
+    work = launcher.workdir()
+    port = free_port()
+    proc = launcher.popen(
+        [
+            "--port",
+            str(port),
+            "--dbpath",
+            str(work / "db"),
+            "--unixSocketPrefix",
+            str(tmp_path),
+            "--logpath",
+            str(work / "mongod.log"),
+        ]
+    )
+    sock_path = tmp_path / f"mongodb-{port}.sock"
+    try:
+        wait_for(sock_path.exists, 20, "the unix socket")
+        assert stat.S_IMODE(sock_path.stat().st_mode) == 0o700
+    finally:
+        assert terminate(proc) == 0
+    assert not sock_path.exists()
+
+
+def test_shutdown_command_closes_without_reply_and_exits_0(launcher: Launcher) -> None:
+    node = launcher.start()
+    with node.raw() as raw:
+        raw.send_msg({"shutdown": 1, "$db": "admin"})
+        with pytest.raises((ConnectionError, OSError)):
+            raw.read_reply()
+    assert node.proc.wait(15) == 0

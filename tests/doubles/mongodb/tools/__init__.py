@@ -1,0 +1,1 @@
+"""mongodump and mongorestore test doubles (mongo-tools 100.x semantics)."""
