@@ -1,0 +1,1 @@
+"""A test double of the Amazon CloudWatch agent (tests only; see README.md)."""
