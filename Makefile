@@ -11,7 +11,7 @@ SCENARIOS := $(sort $(patsubst molecule/%/molecule.yml,%,$(wildcard molecule/*/m
 SCENARIO ?=
 COLLECTION := .ansible/collections/ansible_collections/clinic/infra/MANIFEST.json
 
-.PHONY: help test lint unit molecule bench bench-hardening lab images docker clean-harness venv docs
+.PHONY: help test lint unit molecule bench bench-hardening bench-inventory lab images docker clean-harness venv docs
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -57,10 +57,13 @@ molecule: venv images clean-harness ## One scenario (SCENARIO=name) or all of th
 	  molecule test -s $$s || exit 1; \
 	done
 
-bench: bench-hardening ## Every benchmark; each prints key=value figures on its last line
+bench: bench-hardening bench-inventory ## Every benchmark; each prints key=value figures on its last line
 
 bench-hardening: venv images clean-harness ## Lynis before/after, converge and no-op re-run times
 	bash tests/bench/hardening.sh
+
+bench-inventory: venv ## ansible-inventory time for 1,000 instances in moto
+	python tests/bench/inventory.py
 
 lab: ## The whole platform on local containers (not built yet)
 	@echo "make lab: not built yet. The lab (issue: environments and the main job) has not landed;" >&2
