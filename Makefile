@@ -66,6 +66,6 @@ bench-inventory: venv ## ansible-inventory time for 1,000 instances in moto
 	python tests/bench/inventory.py
 
 lab: ## The whole platform on local containers (not built yet)
-	@echo "make lab: not built yet. The lab (issue: environments and the main job) has not landed;" >&2
-	@echo "until it does, 'make test' is the only working entry point." >&2
+	@echo "make lab: not built yet: the whole platform on local containers is still to come." >&2
+	@echo "'make test' runs the tests; 'make molecule SCENARIO=base_hardening' converges one role." >&2
 	@exit 1

@@ -9,7 +9,7 @@ bench_dir=$(mktemp -d)
 export ANSIBLE_CALLBACKS_ENABLED=ansible.posix.profile_tasks
 
 destroy() {
-  ansible-playbook -i localhost, molecule/resources/destroy.yml -e "@$here/platforms.yml" >/dev/null
+  ansible-playbook -i "$here/inventory.yml" molecule/resources/destroy.yml -e "@$here/platforms.yml" >/dev/null
   rm -rf "$bench_dir"
 }
 trap destroy EXIT
@@ -23,7 +23,7 @@ recap_changed() {
   grep -oP '^bench-target\s+:.*\bchanged=\K[0-9]+' "$1"
 }
 
-ansible-playbook -i localhost, molecule/resources/create.yml -e "@$here/platforms.yml" >/dev/null
+ansible-playbook -i "$here/inventory.yml" molecule/resources/create.yml -e "@$here/platforms.yml" >/dev/null
 ansible-playbook -i "$here/inventory.yml" "$here/prepare.yml" -e "bench_dir=$bench_dir" >/dev/null
 before=$(lynis_index before)
 

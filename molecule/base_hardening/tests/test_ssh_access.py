@@ -103,6 +103,7 @@ def test_effective_sshd_settings(host_named, name):  # noqa: ANN001, ANN201
     assert settings["passwordauthentication"] == "no"
     assert settings["kbdinteractiveauthentication"] == "no"
     assert settings["maxauthtries"] == "4"
+    assert settings["maxsessions"] == "2"
     assert settings["allowgroups"].split() == ["admins", "engineers"]
     assert settings["loglevel"] == "VERBOSE"
     assert settings["allowtcpforwarding"] == "no"
