@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,9 +16,6 @@ from . import configs
 from .conftest import REGION, SCHEMA, Agent, pid_alive
 
 AGENT_DIR = "/opt/aws/amazon-cloudwatch-agent"
-needs_dpkg = pytest.mark.skipif(
-    shutil.which("dpkg-deb") is None, reason="dpkg-deb is not installed"
-)
 
 
 def test_package_spec_describes_the_real_package(schema_path: Path) -> None:
@@ -60,8 +56,6 @@ def test_package_spec_needs_the_schema(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if shutil.which("dpkg-deb") is None:
-        pytest.skip("dpkg-deb is not installed")
     schema = shared_file(SCHEMA)
     return recipe.build(schema, "1.300070.0-1", tmp_path_factory.mktemp("deb"))
 
@@ -72,7 +66,6 @@ def dpkg(*args: str) -> str:
     ).stdout
 
 
-@needs_dpkg
 def test_built_deb_control_and_contents(deb: Path) -> None:
     info = dpkg("-I", str(deb))
     assert "Package: amazon-cloudwatch-agent" in info
@@ -97,7 +90,6 @@ def test_built_deb_control_and_contents(deb: Path) -> None:
     assert dpkg("--field", str(deb), "Version").strip() == "1.300070.0-1"
 
 
-@needs_dpkg
 def test_extracted_package_runs_the_ctl_and_the_service(deb: Path, tmp_path: Path) -> None:
     root = tmp_path / "host"
     subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True, timeout=60)
