@@ -63,7 +63,7 @@ bench-hardening: venv images clean-harness ## Lynis before/after, converge and n
 	bash tests/bench/hardening.sh
 
 bench-inventory: venv ## ansible-inventory time for 1,000 instances in moto
-	python tests/bench/inventory.py
+	python -m tests.bench.inventory
 
 lab: ## The whole platform on local containers (not built yet)
 	@echo "make lab: not built yet: the whole platform on local containers is still to come." >&2

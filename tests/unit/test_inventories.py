@@ -2,35 +2,23 @@
 
 from __future__ import annotations
 
-import json
-import logging
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 import yaml
-from moto.server import ThreadedMotoServer
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.harness.moto_ec2 import (
+    REGION,
+    clinic_tags,
+    ec2_client,
+    inventory_file,
+    launch,
+    list_inventory,
+    moto_environment,
+)
+
 ENVIRONMENTS = ("dev", "stage", "prod")
-REGION = "ap-south-1"
-FAKE_CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_REGION": REGION,
-    "AWS_DEFAULT_REGION": REGION,
-}
-INVENTORY_TIMEOUT_S = 120
-
-
-def inventory_file(env: str) -> Path:
-    return ROOT / "inventories" / env / f"{env}.aws_ec2.yml"
 
 
 # --- The inventory files themselves (no AWS needed) -------------------------------------------
@@ -68,75 +56,36 @@ def test_every_tag_lookup_has_a_default(env: str) -> None:
 
 @pytest.fixture(scope="module")
 def aws_env() -> Iterator[dict[str, str]]:
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request lines
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {
-        **os.environ,
-        **FAKE_CREDENTIALS,
-        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
-        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-        # An inventory the plugin cannot parse is otherwise only a warning (and an empty list).
-        "ANSIBLE_INVENTORY_UNPARSED_FAILED": "true",
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
-    for name in ("AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
-        env.pop(name, None)
-    try:
+    with moto_environment() as env:
         yield env
-    finally:
-        server.stop()
-
-
-def _tags(tags: dict[str, str]) -> list[dict[str, Any]]:
-    return [{"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}]
-
-
-def _clinic(env: str, role: str) -> dict[str, str]:
-    return {"Project": "clinic", "Environment": env, "Role": role, "Name": f"clinic-{env}-{role}"}
 
 
 # label(s) -> tags; several labels launched together share their tags, like an auto scaling group.
 FLEET: list[tuple[tuple[str, ...], dict[str, str]]] = [
-    (("stage_app_1", "stage_app_2"), _clinic("stage", "app")),
-    (("stage_mongodb",), _clinic("stage", "mongodb")),
+    (("stage_app_1", "stage_app_2"), clinic_tags("stage", "app")),
+    (("stage_mongodb",), clinic_tags("stage", "mongodb")),
     (("stage_no_role",), {"Project": "clinic", "Environment": "stage", "Name": "stray"}),
     (("stage_no_name",), {"Project": "clinic", "Environment": "stage", "Role": "worker"}),
-    (("stage_stopped",), _clinic("stage", "app")),
-    (("dev_app",), _clinic("dev", "app")),
-    (("prod_app",), _clinic("prod", "app")),
-    (("prod_mongodb",), _clinic("prod", "mongodb")),
+    (("stage_stopped",), clinic_tags("stage", "app")),
+    (("dev_app",), clinic_tags("dev", "app")),
+    (("prod_app",), clinic_tags("prod", "app")),
+    (("prod_mongodb",), clinic_tags("prod", "mongodb")),
     (("no_environment",), {"Project": "clinic", "Role": "app", "Name": "clinic-app"}),
-    (("other_project",), {**_clinic("stage", "app"), "Project": "billing"}),
+    (("other_project",), {**clinic_tags("stage", "app"), "Project": "billing"}),
 ]
 
 
 @pytest.fixture(scope="module")
 def ec2(aws_env: dict[str, str]) -> Any:
-    return boto3.client(
-        "ec2",
-        region_name=REGION,
-        endpoint_url=aws_env["AWS_ENDPOINT_URL"],
-        aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-    )
+    return ec2_client(aws_env)
 
 
 @pytest.fixture(scope="module")
 def fleet(ec2: Any) -> dict[str, str]:
     """Seed EC2 with FLEET and return instance ids by label."""
-    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
     ids: dict[str, str] = {}
     for labels, tags in FLEET:
-        reply = ec2.run_instances(
-            ImageId=image,
-            InstanceType="t3.small",
-            MinCount=len(labels),
-            MaxCount=len(labels),
-            TagSpecifications=_tags(tags),
-        )
-        ids.update(zip(labels, (i["InstanceId"] for i in reply["Instances"]), strict=True))
+        ids.update(zip(labels, launch(ec2, tags, len(labels)), strict=True))
     ec2.stop_instances(InstanceIds=[ids["stage_stopped"]])
     return ids
 
@@ -151,25 +100,7 @@ def private_ips(ec2: Any, fleet: dict[str, str]) -> dict[str, str]:
 def inventories(aws_env: dict[str, str], fleet: dict[str, str]) -> dict[str, dict[str, Any]]:
     """`ansible-inventory --list` of every environment, run once and shared by the tests."""
     assert fleet
-    listed = {}
-    for env in ENVIRONMENTS:
-        result = subprocess.run(
-            ["ansible-inventory", "-i", str(inventory_file(env)), "--list"],
-            cwd=ROOT,
-            env=aws_env,
-            capture_output=True,
-            text=True,
-            timeout=INVENTORY_TIMEOUT_S,
-            check=False,
-        )
-        assert result.returncode == 0, result.stderr
-        listed[env] = json.loads(result.stdout, object_hook=_unwrap_unsafe)
-    return listed
-
-
-def _unwrap_unsafe(value: dict[str, Any]) -> Any:
-    """ansible-inventory marks values from the plugin as {"__ansible_unsafe": value}."""
-    return value["__ansible_unsafe"] if set(value) == {"__ansible_unsafe"} else value
+    return {env: list_inventory(env, aws_env, timeout=120)[1] for env in ENVIRONMENTS}
 
 
 def hostvars(inventory: dict[str, Any]) -> dict[str, dict[str, Any]]:
