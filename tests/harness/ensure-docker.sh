@@ -20,7 +20,8 @@ if docker info >/dev/null 2>&1; then
 fi
 
 log "starting dockerd (log: /var/log/dockerd.log)"
-nohup dockerd >/var/log/dockerd.log 2>&1 &
+# setsid: the daemon must outlive the shell (and process group) that started it.
+setsid -f dockerd >/var/log/dockerd.log 2>&1 </dev/null
 for _ in $(seq 1 60); do
   if docker info >/dev/null 2>&1; then
     log "dockerd is answering"
