@@ -68,12 +68,37 @@ def overlaps(wiring: Path, facts: list[Path]) -> dict[str, list[Path]]:
     return found
 
 
+def group_of(path: Path) -> str:
+    """The group a vars file belongs to: <group>.yml, <group> or anything under <group>/."""
+    tree = next(p for p in path.parents if p.name == "group_vars")
+    top = path.relative_to(tree).parts[0]
+    return top if (tree / top).is_dir() else Path(top).stem
+
+
+def describe(clashes: dict[str, list[Path]], base: Path) -> str:
+    """One line per duplicated variable: its name, then each file and group defining it."""
+    return "\n".join(
+        f"{name}: " + ", ".join(f"{p.relative_to(base)} ({group_of(p)})" for p in paths)
+        for name, paths in sorted(clashes.items())
+    )
+
+
+def inventory_trees() -> list[Path]:
+    """group_vars of every inventory directory, so a new environment is covered too."""
+    return sorted(ROOT.glob("inventories/*/group_vars"))
+
+
 def test_no_variable_is_defined_in_root_and_inventory_group_vars() -> None:
-    facts = [ROOT / "inventories" / env / "group_vars" for env in ENVIRONMENTS]
+    # Stricter than comparing group by group: a name defined in both trees clashes whatever the
+    # groups (root `all` against an inventory's `role_app` too), since which value wins would then
+    # hang on group and playbook precedence rules that no reader should have to work out.
+    facts = inventory_trees()
+    assert {tree.parent.name for tree in facts} >= set(ENVIRONMENTS)
     assert all(vars_files(tree) for tree in facts), "an environment has no group_vars"
     assert vars_files(ROOT / "group_vars"), "the root group_vars tree is empty"
     clashes = overlaps(ROOT / "group_vars", facts)
-    assert not clashes, {n: [str(p.relative_to(ROOT)) for p in ps] for n, ps in clashes.items()}
+    heading = "defined both in group_vars/ and inventories/*/group_vars/ (file (group)):"
+    assert not clashes, f"{heading}\n{describe(clashes, ROOT)}"
 
 
 def test_playbook_group_vars_is_the_root_tree() -> None:
@@ -109,6 +134,12 @@ def test_overlaps_are_found_in_both_layouts(tmp_path: Path) -> None:
     assert found["shared_a"] == [wiring / "all" / "wiring.yml", facts / "all/nested/deep.yaml"]
     assert found["shared_b"] == [wiring / "role_app.yml", facts / "role_app"]
     assert overlaps(wiring, [tmp_path / "missing"]) == {}
+    assert describe(found, tmp_path).splitlines() == [
+        "shared_a: group_vars/all/wiring.yml (all), "
+        "inventories/dev/group_vars/all/nested/deep.yaml (all)",
+        "shared_b: group_vars/role_app.yml (role_app), "
+        "inventories/dev/group_vars/role_app (role_app)",
+    ]
 
 
 def test_a_file_that_is_not_a_mapping_is_refused(tmp_path: Path) -> None:
