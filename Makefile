@@ -11,7 +11,7 @@ SCENARIOS := $(sort $(patsubst molecule/%/molecule.yml,%,$(wildcard molecule/*/m
 SCENARIO ?=
 COLLECTION := .ansible/collections/ansible_collections/clinic/infra/MANIFEST.json
 
-.PHONY: help test lint unit molecule bench bench-hardening bench-inventory lab images docker clean-harness venv docs
+.PHONY: help test lint unit mongosh molecule bench bench-hardening bench-inventory lab images docker clean-harness venv docs
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -36,8 +36,17 @@ lint: venv ## ansible-lint (production profile), yamllint, ruff
 	ruff check .
 	ruff format --check .
 
-unit: venv ## Python tests that need no containers
+unit: venv mongosh ## Python tests that need no containers
 	pytest tests
+
+# The real mongosh client (npm, pinned in the script) that the MongoDB double's contract tests drive;
+# kept under the virtualenv, which git and every linter already ignore.
+MONGOSH := $(VENV)/mongosh/node_modules/.bin/mongosh
+$(MONGOSH): tests/harness/install-mongosh.sh
+	MONGOSH_PREFIX=$(VENV)/mongosh bash tests/harness/install-mongosh.sh
+	touch $@
+
+mongosh: $(MONGOSH) ## Install the pinned mongosh from npm into .venv/mongosh
 
 docs: venv ## Regenerate the roles' README variable tables from their argument specs
 	python -m tests.harness.role_docs

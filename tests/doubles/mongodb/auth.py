@@ -315,14 +315,23 @@ def role_privileges(role: str, db: str) -> list[Privilege]:
             (users, frozenset({"find"})),
         ]
     if role == "clusterMonitor":
-        return [(("cluster",), CLUSTER_MONITOR), (("ns", "local", "oplog.rs"), READ)]
+        return [
+            (("cluster",), CLUSTER_MONITOR),
+            (("ns", "local", "oplog.rs"), READ),
+            (("ns", "local", "system.replset"), frozenset({"find"})),
+        ]
     if role == "clusterManager":
-        return [(("cluster",), CLUSTER_MANAGER | frozenset({"listDatabases"}))]
+        return [
+            (("cluster",), CLUSTER_MANAGER | frozenset({"listDatabases"})),
+            (("ns", "local", "system.replset"), READ),
+        ]
     if role == "hostManager":
         return [(("cluster",), HOST_MANAGER)]
     if role == "clusterAdmin":
         return [
-            (("cluster",), CLUSTER_MONITOR | CLUSTER_MANAGER | HOST_MANAGER),
+            *role_privileges("clusterMonitor", db),
+            *role_privileges("clusterManager", db),
+            *role_privileges("hostManager", db),
             (("anyNormal",), frozenset({"dropDatabase"})),
         ]
     if role == "backup":

@@ -259,6 +259,23 @@ def test_cluster_monitor_can_read_status_but_not_write(secured: Mongod) -> None:
         monitor.close()
 
 
+def test_cluster_roles_read_the_stored_replset_config(secured: Mongod) -> None:
+    """clusterMonitor (and root through clusterAdmin) may read local.system.replset, which
+    mongosh's rs.printSecondaryReplicationInfo() counts; other roles may not."""
+    monitor = secured.client("monitor", "mon-Pw")
+    admin = secured.client("admin", ADMIN_PW)
+    app = secured.client("appuser", APP_PW, authSource="clinic")
+    try:
+        assert monitor.local["system.replset"].find_one()["_id"] == "rs0"
+        assert admin.local["system.replset"].count_documents({}) == 1
+        assert _code(lambda: app.local["system.replset"].find_one()) == 13
+        assert _code(lambda: monitor.local["system.replset"].insert_one({"x": 1})) == 13
+    finally:
+        monitor.close()
+        admin.close()
+        app.close()
+
+
 def test_user_management_errors(secured: Mongod) -> None:
     admin = secured.client("admin", ADMIN_PW)
     try:
