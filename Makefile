@@ -11,7 +11,7 @@ SCENARIOS := $(sort $(patsubst molecule/%/molecule.yml,%,$(wildcard molecule/*/m
 SCENARIO ?=
 COLLECTION := .ansible/collections/ansible_collections/clinic/infra/MANIFEST.json
 
-.PHONY: help test lint unit mongosh molecule bench bench-hardening bench-inventory lab images docker clean-harness venv docs
+.PHONY: help test lint unit mongosh molecule bench bench-hardening bench-inventory lab lab-down lab-deploy images docker clean-harness venv docs
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -74,7 +74,14 @@ bench-hardening: venv images clean-harness ## Lynis before/after, converge and n
 bench-inventory: venv ## ansible-inventory time for 1,000 instances in moto
 	python -m tests.bench.inventory
 
-lab: ## The whole platform on local containers (not built yet)
-	@echo "make lab: not built yet: the whole platform on local containers is still to come." >&2
-	@echo "'make test' runs the tests; 'make molecule SCENARIO=base_hardening' converges one role." >&2
+lab: venv docker ## The whole platform on local containers (a second run changes nothing)
+	CLINIC_IMAGE_RELEASES=bookworm bash tests/harness/build-images.sh
+	python -m lab up
+
+lab-down: venv docker ## Remove the lab: its containers, network, moto server and lab/.state
+	python -m lab down
+
+lab-deploy: ## Rolling deploy of VERSION=... to the lab (not built yet)
+	@echo "make lab-deploy: not built yet: it waits for the rolling deploy playbook (playbooks/deploy.yml)." >&2
+	@echo "'make lab' converges the lab with every role that exists today." >&2
 	@exit 1

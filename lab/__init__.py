@@ -1,0 +1,1 @@
+"""`make lab`: the whole platform on local containers, driven through the real inventory path."""

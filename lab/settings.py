@@ -1,0 +1,106 @@
+"""Where the lab keeps things, and what lab/platforms.yml and the lab inventory say it holds."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+LAB_DIR = ROOT / "lab"
+PLATFORMS_FILE = LAB_DIR / "platforms.yml"
+INVENTORY_DIR = ROOT / "inventories" / "lab"
+GROUP_VARS_ALL = INVENTORY_DIR / "group_vars" / "all"
+# Generated material: deploy key, known host keys, secrets, moto's pid file and log, run logs.
+STATE_DIR = LAB_DIR / ".state"
+STATE_FILE = LAB_DIR / "state.json"
+REGION = "ap-south-1"
+ENVIRONMENT = "lab"
+FAKE_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_REGION": REGION,
+    "AWS_DEFAULT_REGION": REGION,
+}
+
+
+@dataclass(frozen=True)
+class Host:
+    """One lab host: its container, its address on clinic-lab and the Role tag of its instance."""
+
+    container: str
+    address: str
+    role: str
+
+    @property
+    def name_tag(self) -> str:
+        return f"clinic-{self.container}"
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A SecureString under /clinic/lab/ (clinic_ssm_prefix) and the length of its random value."""
+
+    name: str
+    length: int
+
+    @property
+    def parameter(self) -> str:
+        return f"/clinic/{ENVIRONMENT}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Lab:
+    hosts: list[Host]
+    network: str
+    subnet: str
+    gateway: str
+    apt_repo_address: str
+    moto_port: int
+    secrets: list[Secret]
+    deploy_user: str
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.moto_port}"
+
+    def by_role(self, role: str) -> list[Host]:
+        return [host for host in self.hosts if host.role == role]
+
+
+def load(path: Path = PLATFORMS_FILE) -> Lab:
+    data: dict[str, Any] = yaml.safe_load(path.read_text())
+    platforms = data["molecule_yml"]["platforms"]
+    (network,) = {n["name"] for p in platforms for n in p["docker_networks"]}
+    (ipam,) = platforms[0]["docker_networks"][0]["ipam_config"]
+    return Lab(
+        hosts=[Host(p["name"], p["networks"][0]["ipv4_address"], p["lab_role"]) for p in platforms],
+        network=network,
+        subnet=ipam["subnet"],
+        gateway=ipam["gateway"],
+        apt_repo_address=data["harness_apt_repo_address"],
+        moto_port=int(data["harness_moto_port"]),
+        secrets=[Secret(s["name"], int(s["length"])) for s in data["lab_ssm_secrets"]],
+        deploy_user=data["lab_deploy_user"],
+    )
+
+
+def group_vars(name: str) -> dict[str, Any]:
+    """Plain values of one file of inventories/lab/group_vars/all (no templating)."""
+    return yaml.safe_load((GROUP_VARS_ALL / f"{name}.yml").read_text())
+
+
+def aws_environment(lab: Lab) -> dict[str, str]:
+    """os.environ pointing boto3 and Ansible's AWS plugins at the lab's moto, and no profile."""
+    env = {**os.environ, **FAKE_CREDENTIALS, "AWS_ENDPOINT_URL": lab.endpoint}
+    for name in (
+        "AWS_PROFILE",
+        "AWS_SESSION_TOKEN",
+        "AWS_CONFIG_FILE",
+        "AWS_SHARED_CREDENTIALS_FILE",
+    ):
+        env.pop(name, None)
+    return env
