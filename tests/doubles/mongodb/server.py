@@ -20,6 +20,9 @@ from .errors import MongoError
 from .replication import Replication
 from .storage import DBPathInUse, Storage
 
+# Upper bound of each shutdown step (replication, listeners, connections).
+SHUTDOWN_STEP_SECONDS = 10.0
+
 
 class StartupError(Exception):
     def __init__(self, exit_code: int, message: str) -> None:
@@ -305,16 +308,28 @@ class Node:
             ready()
         await self._shutdown.wait()
         self.log.info("CONTROL", 23377, "SignalHandler", "Received signal or shutdown command")
+        # Each step is bounded, as mongod's own shutdown is: a task that does not finish on
+        # cancellation must not keep the process alive until systemd kills it.
         if self.repl is not None:
-            await self.repl.stop()
-        await self._close_servers()
+            await self._bounded("replication", self.repl.stop())
+        await self._bounded("listeners", self._close_servers())
         for task in list(self._connections):
             task.cancel()
-        await asyncio.gather(*self._connections, return_exceptions=True)
+        await self._bounded(
+            "connections", asyncio.gather(*self._connections, return_exceptions=True)
+        )
         self.storage.unlock()
         self.log.info("CONTROL", 20565, "SignalHandler", "Now exiting")
         self.log.info("CONTROL", 23138, "SignalHandler", "Shutting down", exitCode=0)
         return config.EXIT_CLEAN
+
+    async def _bounded(self, what: str, step: Any, timeout: float = SHUTDOWN_STEP_SECONDS) -> None:
+        try:
+            await asyncio.wait_for(step, timeout)
+        except TimeoutError:
+            self.log.warning(
+                "CONTROL", 4784901, "SignalHandler", "Shutdown step timed out", step=what
+            )
 
     async def _close_servers(self) -> None:
         for server in self._servers:

@@ -443,3 +443,33 @@ def test_step_down_elects_another_primary(
     finally:
         old_client.close()
         secondary.close()
+
+
+def test_primary_exits_cleanly_on_sigterm_and_the_set_elects_another(launcher: Launcher) -> None:
+    """A unit stop (SIGTERM) of the primary, with clients connected, ends the process with exit 0
+    well within systemd's stop timeout, and a secondary takes over."""
+    key = launcher.key_file()
+    nodes = [launcher.start(["--replSet", "rs0", "--keyFile", str(key)]) for _ in range(3)]
+    local = nodes[0].client()
+    local.admin.command("replSetInitiate", replset_config("rs0", nodes))
+    wait_primary(nodes[0])
+    local.admin.command("createUser", "admin", pwd=ADMIN_PW, roles=["root"])
+    local.close()
+    client = pymongo.MongoClient(_set_uri(nodes), serverSelectionTimeoutMS=20000)
+    try:
+        client.clinic.visits.insert_one({"_id": "before-stop"})
+        primary = _primary(nodes, client)
+        started = time.monotonic()
+        assert primary.stop(timeout=30) == 0
+        assert time.monotonic() - started < 20
+        survivors = {n.address for n in nodes if n is not primary}
+
+        def new_primary() -> bool:
+            status = client.admin.command("replSetGetStatus")
+            return any(
+                m["stateStr"] == "PRIMARY" and m["name"] in survivors for m in status["members"]
+            )
+
+        wait_for(new_primary, 30, "a new primary among the other members")
+    finally:
+        client.close()
