@@ -1,0 +1,303 @@
+"""Helpers for the replica set scenario: secrets, MongoDB clients, playbook runs and polling.
+
+Everything MongoDB-related connects from the test machine (172.30.43.1 on the scenario network), the
+way an application or an operator would, with the secrets read from SSM like the role reads them.
+Members are known to the set as "<address>:27017"; their containers are named mdb1..mdb3.
+
+The modules run in a fixed order (MODULE_ORDER, also the alphabetical one): bad input, which must
+change nothing, first; then the failover and the membership changes, which leave the set as they
+found it; the checks of the converged set; last the rolling restart, which also restores the set.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import boto3
+import pytest
+from pymongo import MongoClient
+from pymongo.errors import PyMongoError
+
+SCENARIO = Path(__file__).resolve().parents[1]
+SET_NAME = "rs0"
+PORT = 27017
+SECRET_PREFIX = "/clinic/molecule/mongodb"
+HEALTHY_STATES = ("PRIMARY", "SECONDARY")
+MODULE_ORDER = (
+    "test_bad_input",
+    "test_failover",
+    "test_membership",
+    "test_replicaset",
+    "test_rolling_restart",
+)
+
+
+class Member(NamedTuple):
+    name: str
+    address: str
+
+    @property
+    def host(self) -> str:
+        """The member's name in the replica set config."""
+        return f"{self.address}:{PORT}"
+
+
+MEMBERS = (
+    Member("mdb1", "172.30.43.11"),
+    Member("mdb2", "172.30.43.12"),
+    Member("mdb3", "172.30.43.13"),
+)
+SPARE = Member("mdb4", "172.30.43.14")
+BY_HOST = {member.host: member for member in (*MEMBERS, SPARE)}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run this scenario's modules in MODULE_ORDER whatever order the files were given in."""
+    here = Path(__file__).parent
+    slots = [index for index, item in enumerate(items) if item.path.parent == here]
+
+    def rank(item: pytest.Item) -> int:
+        stem = item.path.stem
+        return MODULE_ORDER.index(stem) if stem in MODULE_ORDER else len(MODULE_ORDER)
+
+    for index, item in zip(slots, sorted((items[i] for i in slots), key=rank), strict=True):
+        items[index] = item
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test that takes `member` runs once per member of the 3-member set."""
+    if "member" in metafunc.fixturenames:
+        metafunc.parametrize("member", MEMBERS, ids=[member.name for member in MEMBERS])
+
+
+@pytest.fixture(scope="session")
+def members() -> tuple[Member, ...]:
+    return MEMBERS
+
+
+@pytest.fixture(scope="session")
+def spare() -> Member:
+    """mdb4: the host the membership test adds as a hidden, non-voting member."""
+    return SPARE
+
+
+@pytest.fixture(scope="session")
+def secret() -> Callable[[str], str]:
+    """The decrypted value of /clinic/molecule/mongodb/<name> from SSM (moto in the scenario)."""
+    ssm = boto3.client("ssm")
+    cache: dict[str, str] = {}
+
+    def read(name: str) -> str:
+        if name not in cache:
+            reply = ssm.get_parameter(Name=f"{SECRET_PREFIX}/{name}", WithDecryption=True)
+            cache[name] = reply["Parameter"]["Value"]
+        return cache[name]
+
+    return read
+
+
+@pytest.fixture(scope="session")
+def password(secret: Callable[[str], str]) -> Callable[[str], str]:
+    """The password of admin, app, backup or monitor."""
+    return lambda user: secret(f"{user}_password")
+
+
+@pytest.fixture(scope="module")
+def mongo() -> Iterator[Callable[..., MongoClient]]:
+    """Open clients from the test machine; closed when the module is done.
+
+    mongo() is the replica set client (discovery over the three members); mongo(address=...)
+    connects to that one member directly. Credentials are optional; the timeouts are short so
+    that a test fails quickly instead of hanging on a member that is down.
+    """
+    clients: list[MongoClient] = []
+
+    def connect(
+        user: str | None = None,
+        password: str | None = None,
+        *,
+        source: str = "admin",
+        address: str | None = None,
+        **options: Any,
+    ) -> MongoClient:
+        settings: dict[str, Any] = {
+            "serverSelectionTimeoutMS": 5000,
+            "connectTimeoutMS": 3000,
+            "socketTimeoutMS": 15000,
+        }
+        if address is None:
+            hosts = [member.host for member in MEMBERS]
+            settings["replicaSet"] = SET_NAME
+        else:
+            hosts = [address if ":" in address else f"{address}:{PORT}"]
+            settings["directConnection"] = True
+        if user is not None:
+            settings |= {"username": user, "password": password, "authSource": source}
+        client: MongoClient = MongoClient(hosts, **(settings | options))
+        clients.append(client)
+        return client
+
+    yield connect
+    for client in clients:
+        client.close()
+
+
+def poll(probe: Callable[[], Any], timeout: float, what: str, step: float = 0.5) -> Any:
+    """Call probe() until it returns something truthy and return that; fail at the deadline.
+
+    A MongoDB error raised by the probe counts as "not yet" (members restart, elections happen)
+    and is reported with the last value if the deadline passes.
+    """
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            last = probe()
+        except PyMongoError as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        if time.monotonic() >= deadline:
+            pytest.fail(f"not within {timeout} s: {what} (last: {last!r})")
+        time.sleep(step)
+
+
+@pytest.fixture(scope="session")
+def wait_for() -> Callable[..., Any]:
+    """poll(probe, timeout, what, step=0.5): see poll()."""
+    return poll
+
+
+def member_states(status: dict[str, Any]) -> dict[str, str]:
+    """Member name -> state from a replSetGetStatus reply; DOWN for members not heard from."""
+    return {
+        member["name"]: member["stateStr"] if member["health"] == 1 else "DOWN"
+        for member in status["members"]
+    }
+
+
+def is_healthy(status: dict[str, Any], hosts: list[str]) -> bool:
+    """Exactly the given members, all healthy: one PRIMARY, the others SECONDARY."""
+    states = member_states(status)
+    return sorted(states) == sorted(hosts) and sorted(states.values()) == [
+        "PRIMARY",
+        *["SECONDARY"] * (len(hosts) - 1),
+    ]
+
+
+class ReplicaSet:
+    """The set as its administrator sees it from the test machine."""
+
+    def __init__(self, admin: MongoClient) -> None:
+        self.admin = admin
+
+    def status(self) -> dict[str, Any]:
+        return self.admin.admin.command("replSetGetStatus")
+
+    def config(self) -> dict[str, Any]:
+        return self.admin.admin.command("replSetGetConfig")["config"]
+
+    def states(self) -> dict[str, str]:
+        return member_states(self.status())
+
+    def primary(self) -> str:
+        """The host of the PRIMARY (fails if there is none right now)."""
+        primaries = [host for host, state in self.states().items() if state == "PRIMARY"]
+        assert len(primaries) == 1, primaries
+        return primaries[0]
+
+    def wait_healthy(self, hosts: list[str] | None = None, timeout: float = 60) -> dict[str, Any]:
+        """Wait until the set has exactly `hosts` (default: the 3 members), one PRIMARY, the
+        others SECONDARY; return that replSetGetStatus reply."""
+        hosts = hosts or [member.host for member in MEMBERS]
+
+        def healthy() -> dict[str, Any] | None:
+            status = self.status()
+            return status if is_healthy(status, hosts) else None
+
+        return poll(healthy, timeout, f"one PRIMARY and the other members SECONDARY of {hosts}")
+
+
+@pytest.fixture(scope="module")
+def replset(mongo: Callable[..., MongoClient], password: Callable[[str], str]) -> ReplicaSet:
+    return ReplicaSet(mongo("admin", password("admin")))
+
+
+@pytest.fixture(scope="session")
+def ansible_playbook() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run one of the scenario's playbooks against the scenario inventory, like molecule does.
+
+    Extra arguments go to ansible-playbook as they are (for example "-e", "mdb_group=replset_plus").
+    The output is plain and unwrapped, so the PLAY RECAP can be parsed.
+    """
+
+    def run(playbook: str, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
+        inventory = os.environ["MOLECULE_INVENTORY_FILE"]
+        command = ["ansible-playbook", "-i", inventory, str(SCENARIO / playbook), *args]
+        env = os.environ | {"ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", "COLUMNS": "300"}
+        return subprocess.run(
+            command, capture_output=True, text=True, env=env, timeout=timeout, check=False
+        )
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def converge(
+    ansible_playbook: Callable[..., subprocess.CompletedProcess[str]],
+) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run the scenario's converge.yml with extra ansible-playbook arguments."""
+    return lambda *args, **kwargs: ansible_playbook("converge.yml", *args, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def recap() -> Callable[[subprocess.CompletedProcess[str]], dict[str, dict[str, int]]]:
+    """Host -> PLAY RECAP counters of every host of a run (fails if the run has no recap)."""
+
+    def parse(result: subprocess.CompletedProcess[str]) -> dict[str, dict[str, int]]:
+        _, found, tail = result.stdout.rpartition("PLAY RECAP")
+        if not found:
+            pytest.fail(f"no PLAY RECAP in:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        counters: dict[str, dict[str, int]] = {}
+        for line in tail.splitlines():
+            match = re.match(r"^(\S+)\s+:\s+(ok=.*)$", line)
+            if match:
+                pairs = re.findall(r"(\w+)=(\d+)", match.group(2))
+                counters[match.group(1)] = {key: int(value) for key, value in pairs}
+        return counters
+
+    return parse
+
+
+def output_tail(result: subprocess.CompletedProcess[str], size: int = 4000) -> str:
+    """The end of a run's output, for assertion messages."""
+    return f"rc={result.returncode}\n{result.stdout[-size:]}\n{result.stderr[-size:]}"
+
+
+def changed_tasks(result: subprocess.CompletedProcess[str]) -> list[str]:
+    """'task: host' for every change a run reported, for assertion messages."""
+    changes: list[str] = []
+    task = ""
+    for line in result.stdout.splitlines():
+        if header := re.match(r"^TASK \[(.*)\]", line):
+            task = header.group(1)
+        elif change := re.match(r"^changed: \[([^\]]+)\]", line):
+            changes.append(f"{task}: {change.group(1)}")
+    return changes
+
+
+@pytest.fixture(scope="session")
+def tail() -> Callable[..., str]:
+    return output_tail
+
+
+@pytest.fixture(scope="session")
+def changes() -> Callable[[subprocess.CompletedProcess[str]], list[str]]:
+    return changed_tasks

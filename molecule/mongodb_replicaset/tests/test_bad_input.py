@@ -1,0 +1,67 @@
+"""Bad input is refused before the role changes anything, with a message that says what to fix.
+
+Each case runs bad_input.yml (the role alone, with the scenario's vars.yml) against the converged
+set with one input changed by -e.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+REPLSET = ["mdb1", "mdb2", "mdb3"]
+REPLSET_PLUS = [*REPLSET, "mdb4"]
+MISSING_KEYFILE = "/clinic/molecule/mongodb/no-such-keyfile"
+
+# case: (extra vars, hosts of the run, the role's message)
+CASES = {
+    "even-number-of-voters": (
+        # mdb4's host_vars make it non-voting; the -e gives it a vote: 4 voters.
+        {"mdb_group": "replset_plus", "mongodb_replicaset_votes": 1},
+        REPLSET_PLUS,
+        "in group 'replset_plus' has 4 voting members of 4: "
+        "it needs an odd number of voting members",
+    ),
+    "missing-keyfile-secret": (
+        {"mdb_keyfile_parameter": MISSING_KEYFILE},
+        REPLSET,
+        f"Failed to find SSM parameter {MISSING_KEYFILE}",
+    ),
+    "duplicate-member-address": (
+        {"mongodb_replicaset_member_address": "172.30.43.11"},
+        REPLSET,
+        "Members must have distinct addresses; listed more than once: 172.30.43.11:27017.",
+    ),
+    "unsupported-version": (
+        {"mongodb_replicaset_version": "6.0.15"},
+        REPLSET,
+        "MongoDB 6.0.15 is not supported: set mongodb_replicaset_version to an exact 7.0.x or "
+        "8.0.x version.",
+    ),
+    "unreachable-repository": (
+        {"mongodb_replicaset_repo_url": "http://172.30.43.6"},
+        REPLSET,
+        "The MongoDB repository http://172.30.43.6/dists/bookworm/Release is not reachable from",
+    ),
+}
+
+
+@pytest.mark.parametrize(("overrides", "hosts", "message"), CASES.values(), ids=CASES.keys())
+def test_bad_input_is_refused_early(ansible_playbook, recap, tail, overrides, hosts, message):  # noqa: ANN001, ANN201
+    result = ansible_playbook("bad_input.yml", "-e", json.dumps(overrides), timeout=600)
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0, tail(result)
+    assert message in output, tail(result)
+    counters = recap(result)
+    assert sorted(counters) == hosts
+    assert {host: c["changed"] for host, c in counters.items()} == dict.fromkeys(hosts, 0)
+    assert sum(c["failed"] for c in counters.values()) >= 1
+    # No host got past the role's checks (its argument spec and tasks/assert.yml).
+    started = re.findall(
+        r"^TASK \[clinic\.infra\.mongodb_replicaset : (.*?)\]", result.stdout, re.M
+    )
+    assert started
+    checks = ("Validating arguments against arg spec", "assert | ")
+    assert all(name.startswith(checks) for name in started), started
