@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -64,3 +65,95 @@ def _playbook_recap(output: str, host: str) -> dict[str, int]:
     if not match:
         raise AssertionError(f"no PLAY RECAP line for {host} in:\n{output[-2000:]}")
     return {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", match.group(1))}
+
+
+Run = subprocess.CompletedProcess[str]
+
+
+@pytest.fixture(scope="session")
+def ansible_playbook() -> Callable[..., Run]:
+    """Run one of the scenario's playbooks against the scenario inventory, as molecule does.
+
+    Extra arguments go to ansible-playbook as they are (`"-e", "name=value"`). The output is plain
+    and unwrapped, so that the PLAY RECAP and the failures can be parsed.
+    """
+
+    def run(playbook: str, *args: str, timeout: float = 1800) -> Run:
+        scenario = Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"])
+        inventory = os.environ["MOLECULE_INVENTORY_FILE"]
+        command = ["ansible-playbook", "-i", inventory, str(scenario / playbook), *args]
+        env = os.environ | {"ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", "COLUMNS": "300"}
+        return subprocess.run(
+            command, capture_output=True, text=True, env=env, timeout=timeout, check=False
+        )
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def converge(ansible_playbook: Callable[..., Run]) -> Callable[..., Run]:
+    """Run the scenario's converge.yml with extra ansible-playbook arguments."""
+    return lambda *args, **kwargs: ansible_playbook("converge.yml", *args, **kwargs)
+
+
+def output_tail(result: Run, size: int = 4000) -> str:
+    """The end of a run's output, for assertion messages."""
+    return f"rc={result.returncode}\n{result.stdout[-size:]}\n{result.stderr[-size:]}"
+
+
+def parse_recap(result: Run) -> dict[str, dict[str, int]]:
+    """Host -> PLAY RECAP counters of every host of a run (fails if the run has no recap)."""
+    _, found, tail = result.stdout.rpartition("PLAY RECAP")
+    if not found:
+        pytest.fail(f"no PLAY RECAP in:\n{output_tail(result)}")
+    counters: dict[str, dict[str, int]] = {}
+    for line in tail.splitlines():
+        match = re.match(r"^(\S+)\s+:\s+(ok=.*)$", line)
+        if match:
+            pairs = re.findall(r"(\w+)=(\d+)", match.group(2))
+            counters[match.group(1)] = {key: int(value) for key, value in pairs}
+    return counters
+
+
+def changed_tasks(result: Run) -> list[str]:
+    """'task: host' for every change a run reported, for assertion messages."""
+    changes: list[str] = []
+    task = ""
+    for line in result.stdout.splitlines():
+        if header := re.match(r"^TASK \[(.*)\]", line):
+            task = header.group(1)
+        elif change := re.match(r"^changed: \[([^\]]+)\]", line):
+            changes.append(f"{task}: {change.group(1)}")
+    return changes
+
+
+def failure_text(result: Run, host: str) -> str:
+    """A host's last 'fatal' result (ansible prints it on stderr), whitespace collapsed."""
+    blocks = re.findall(
+        rf"^fatal: \[{re.escape(host)}\]: FAILED! =>(.*?)(?=^\S|\Z)",
+        result.stdout + result.stderr,
+        re.MULTILINE | re.DOTALL,
+    )
+    if not blocks:
+        pytest.fail(f"no failure of {host} in:\n{output_tail(result)}")
+    return " ".join(blocks[-1].split())
+
+
+@pytest.fixture(scope="session")
+def recap() -> Callable[[Run], dict[str, dict[str, int]]]:
+    return parse_recap
+
+
+@pytest.fixture(scope="session")
+def tail() -> Callable[..., str]:
+    return output_tail
+
+
+@pytest.fixture(scope="session")
+def changes() -> Callable[[Run], list[str]]:
+    return changed_tasks
+
+
+@pytest.fixture(scope="session")
+def failure() -> Callable[[Run, str], str]:
+    return failure_text

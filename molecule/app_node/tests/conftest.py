@@ -14,7 +14,6 @@ last the broken 3.0.0, after which the nodes are converged back to 1.0.0.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import time
@@ -26,7 +25,6 @@ import boto3
 import pytest
 from testinfra.host import Host
 
-SCENARIO = Path(__file__).resolve().parents[1]
 SERVICE = "clinic-api"
 BASE = f"/opt/{SERVICE}"
 PORT = 3000
@@ -167,25 +165,6 @@ def releases() -> Callable[[Host], list[str]]:
 
 
 @pytest.fixture(scope="session")
-def ansible_playbook() -> Callable[..., subprocess.CompletedProcess[str]]:
-    """Run one of the scenario's playbooks against the scenario inventory, like molecule does.
-
-    Extra arguments go to ansible-playbook as they are. The output is plain and unwrapped, so the
-    PLAY RECAP can be parsed.
-    """
-
-    def run(playbook: str, *args: str, timeout: float = 1200) -> subprocess.CompletedProcess[str]:
-        inventory = os.environ["MOLECULE_INVENTORY_FILE"]
-        command = ["ansible-playbook", "-i", inventory, str(SCENARIO / playbook), *args]
-        env = os.environ | {"ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", "COLUMNS": "300"}
-        return subprocess.run(
-            command, capture_output=True, text=True, env=env, timeout=timeout, check=False
-        )
-
-    return run
-
-
-@pytest.fixture(scope="session")
 def converge(
     ansible_playbook: Callable[..., subprocess.CompletedProcess[str]],
 ) -> Callable[..., subprocess.CompletedProcess[str]]:
@@ -213,72 +192,9 @@ def restore_live_release(
     return restore
 
 
-def parse_recap(result: subprocess.CompletedProcess[str]) -> dict[str, dict[str, int]]:
-    """Host -> PLAY RECAP counters of every host of a run (fails if the run has no recap)."""
-    _, found, tail = result.stdout.rpartition("PLAY RECAP")
-    if not found:
-        pytest.fail(f"no PLAY RECAP in:\n{output_tail(result)}")
-    counters: dict[str, dict[str, int]] = {}
-    for line in tail.splitlines():
-        match = re.match(r"^(\S+)\s+:\s+(ok=.*)$", line)
-        if match:
-            pairs = re.findall(r"(\w+)=(\d+)", match.group(2))
-            counters[match.group(1)] = {key: int(value) for key, value in pairs}
-    return counters
-
-
-def output_tail(result: subprocess.CompletedProcess[str], size: int = 4000) -> str:
-    """The end of a run's output, for assertion messages."""
-    return f"rc={result.returncode}\n{result.stdout[-size:]}\n{result.stderr[-size:]}"
-
-
-def changed_tasks(result: subprocess.CompletedProcess[str]) -> list[str]:
-    """'task: host' for every change a run reported, for assertion messages."""
-    changes: list[str] = []
-    task = ""
-    for line in result.stdout.splitlines():
-        if header := re.match(r"^TASK \[(.*)\]", line):
-            task = header.group(1)
-        elif change := re.match(r"^changed: \[([^\]]+)\]", line):
-            changes.append(f"{task}: {change.group(1)}")
-    return changes
-
-
-def failure_text(result: subprocess.CompletedProcess[str], host: str) -> str:
-    """A host's last 'fatal' result (ansible prints it on stderr), whitespace collapsed."""
-    blocks = re.findall(
-        rf"^fatal: \[{re.escape(host)}\]: FAILED! =>(.*?)(?=^\S|\Z)",
-        result.stdout + result.stderr,
-        re.MULTILINE | re.DOTALL,
-    )
-    if not blocks:
-        pytest.fail(f"no failure of {host} in:\n{output_tail(result)}")
-    return " ".join(blocks[-1].split())
-
-
 def role_tasks(result: subprocess.CompletedProcess[str]) -> list[str]:
     """The names of the app_node tasks a run started, in order."""
     return re.findall(r"^TASK \[clinic\.infra\.app_node : (.*?)\]", result.stdout, re.MULTILINE)
-
-
-@pytest.fixture(scope="session")
-def recap() -> Callable[[subprocess.CompletedProcess[str]], dict[str, dict[str, int]]]:
-    return parse_recap
-
-
-@pytest.fixture(scope="session")
-def tail() -> Callable[..., str]:
-    return output_tail
-
-
-@pytest.fixture(scope="session")
-def changes() -> Callable[[subprocess.CompletedProcess[str]], list[str]]:
-    return changed_tasks
-
-
-@pytest.fixture(scope="session")
-def failure() -> Callable[[subprocess.CompletedProcess[str], str], str]:
-    return failure_text
 
 
 @pytest.fixture(scope="session")

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import NamedTuple
 
-SCENARIO = Path(__file__).resolve().parents[1]
 PREFIX = "/clinic/molecule"
 VERSION = "1.300070.0-1"
 CONFIG = "/etc/clinic/amazon-cloudwatch-agent.json"

@@ -11,9 +11,6 @@ found it; the checks of the converged set; last the rolling restart, which also 
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,7 +21,6 @@ import pytest
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
-SCENARIO = Path(__file__).resolve().parents[1]
 SET_NAME = "rs0"
 PORT = 27017
 SECRET_PREFIX = "/clinic/molecule/mongodb"
@@ -228,76 +224,3 @@ class ReplicaSet:
 @pytest.fixture(scope="module")
 def replset(mongo: Callable[..., MongoClient], password: Callable[[str], str]) -> ReplicaSet:
     return ReplicaSet(mongo("admin", password("admin")))
-
-
-@pytest.fixture(scope="session")
-def ansible_playbook() -> Callable[..., subprocess.CompletedProcess[str]]:
-    """Run one of the scenario's playbooks against the scenario inventory, like molecule does.
-
-    Extra arguments go to ansible-playbook as they are (for example "-e", "mdb_group=replset_plus").
-    The output is plain and unwrapped, so the PLAY RECAP can be parsed.
-    """
-
-    def run(playbook: str, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
-        inventory = os.environ["MOLECULE_INVENTORY_FILE"]
-        command = ["ansible-playbook", "-i", inventory, str(SCENARIO / playbook), *args]
-        env = os.environ | {"ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", "COLUMNS": "300"}
-        return subprocess.run(
-            command, capture_output=True, text=True, env=env, timeout=timeout, check=False
-        )
-
-    return run
-
-
-@pytest.fixture(scope="session")
-def converge(
-    ansible_playbook: Callable[..., subprocess.CompletedProcess[str]],
-) -> Callable[..., subprocess.CompletedProcess[str]]:
-    """Run the scenario's converge.yml with extra ansible-playbook arguments."""
-    return lambda *args, **kwargs: ansible_playbook("converge.yml", *args, **kwargs)
-
-
-@pytest.fixture(scope="session")
-def recap() -> Callable[[subprocess.CompletedProcess[str]], dict[str, dict[str, int]]]:
-    """Host -> PLAY RECAP counters of every host of a run (fails if the run has no recap)."""
-
-    def parse(result: subprocess.CompletedProcess[str]) -> dict[str, dict[str, int]]:
-        _, found, tail = result.stdout.rpartition("PLAY RECAP")
-        if not found:
-            pytest.fail(f"no PLAY RECAP in:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-        counters: dict[str, dict[str, int]] = {}
-        for line in tail.splitlines():
-            match = re.match(r"^(\S+)\s+:\s+(ok=.*)$", line)
-            if match:
-                pairs = re.findall(r"(\w+)=(\d+)", match.group(2))
-                counters[match.group(1)] = {key: int(value) for key, value in pairs}
-        return counters
-
-    return parse
-
-
-def output_tail(result: subprocess.CompletedProcess[str], size: int = 4000) -> str:
-    """The end of a run's output, for assertion messages."""
-    return f"rc={result.returncode}\n{result.stdout[-size:]}\n{result.stderr[-size:]}"
-
-
-def changed_tasks(result: subprocess.CompletedProcess[str]) -> list[str]:
-    """'task: host' for every change a run reported, for assertion messages."""
-    changes: list[str] = []
-    task = ""
-    for line in result.stdout.splitlines():
-        if header := re.match(r"^TASK \[(.*)\]", line):
-            task = header.group(1)
-        elif change := re.match(r"^changed: \[([^\]]+)\]", line):
-            changes.append(f"{task}: {change.group(1)}")
-    return changes
-
-
-@pytest.fixture(scope="session")
-def tail() -> Callable[..., str]:
-    return output_tail
-
-
-@pytest.fixture(scope="session")
-def changes() -> Callable[[subprocess.CompletedProcess[str]], list[str]]:
-    return changed_tasks
