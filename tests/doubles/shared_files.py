@@ -7,10 +7,9 @@ test instead, so that a CI run cannot pass by skipping.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import pytest
+from tests.prerequisites import missing
 
 SHARED = Path(__file__).resolve().parents[3] / "shared"
 
@@ -19,8 +18,5 @@ def shared_file(relative: str) -> Path:
     """The path of `relative` below SHARED; skips the calling test if it is absent (fails in CI)."""
     path = SHARED / relative
     if not path.exists():
-        message = f"shared reference file {path} is missing"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(f"shared reference file {path} is missing")
     return path

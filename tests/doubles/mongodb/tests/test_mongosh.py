@@ -23,6 +23,7 @@ import pytest
 from bson import json_util
 
 from tests.doubles.polling import wait_for
+from tests.prerequisites import missing
 
 from .conftest import REPO, Launcher, Mongod, free_port, replset_config
 
@@ -73,13 +74,10 @@ MONGOSH = _find_mongosh()
 @pytest.fixture(autouse=True, scope="module")
 def _require_mongosh() -> None:
     if MONGOSH is None:
-        reason = (
+        missing(
             f"the mongosh binary is missing ({os.environ.get('MONGOSH') or 'not installed'}): "
             "`make mongosh` installs it into .venv/mongosh, or set MONGOSH to one"
         )
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
 
 
 @dataclass
