@@ -81,7 +81,7 @@ lab: venv docker ## The whole platform on local containers (a second run changes
 lab-down: venv docker ## Remove the lab: its containers, network, moto server and lab/.state
 	python -m lab down
 
-lab-deploy: ## Rolling deploy of VERSION=... to the lab (not built yet)
-	@echo "make lab-deploy: not built yet: it waits for the rolling deploy playbook (playbooks/deploy.yml)." >&2
-	@echo "'make lab' converges the lab with every role that exists today." >&2
-	@exit 1
+VERSION ?=
+lab-deploy: venv ## Rolling deploy of VERSION=... (1.0.0, 2.0.0, broken 3.0.0) to the running lab
+	@test -n "$(VERSION)" || { echo "make lab-deploy: give the release, e.g. make lab-deploy VERSION=2.0.0" >&2; exit 2; }
+	python -m lab deploy $(VERSION)

@@ -1,8 +1,11 @@
-"""`make lab`, `make lab-down`: python -m lab up | down.
+"""`make lab`, `make lab-deploy VERSION=...`, `make lab-down`: python -m lab up|deploy|down.
 
 up: containers and services (lab/up.yml), moto's EC2/SSM/KMS/S3 (lab/aws.py), then
 `ansible-playbook site.yml -i inventories/lab` over SSH through the aws_ec2 inventory, HAProxy
 (lab/lb.yml), the smoke check (lab/smoke.py) and a summary, also written to lab/state.json.
+deploy VERSION: `ansible-playbook playbooks/deploy.yml -i inventories/lab` for a release of the
+sample API in the lab's artifact bucket (1.0.0, 2.0.0, or 3.0.0 which fails its health check),
+with the checksum published beside it, through HAProxy.
 down: every container, network and moto server of the lab, and lab/.state.
 """
 
@@ -289,10 +292,44 @@ def down() -> int:
     return 0
 
 
+def deploy(version: str) -> int:
+    lab = load()
+    env = environment(lab)
+    bucket = group_vars("storage")["clinic_artifact_bucket"]
+    checksum = aws.release_checksum(lab, bucket, version)
+    if checksum is None:
+        print(
+            f"make lab-deploy: there is no release {version} in s3://{bucket}/releases/ "
+            "(is the lab up? `make lab`)",
+            file=sys.stderr,
+        )
+        return 2
+    result = playbook(
+        f"rolling deploy of {version}",
+        [
+            "ansible-playbook", "playbooks/deploy.yml", "-i", str(INVENTORY_DIR.relative_to(ROOT)),
+            "-e", f"deploy_version={version}", "-e", f"deploy_sha256={checksum}",
+        ],
+        env,
+        f"deploy-{version}.log",
+    )  # fmt: skip
+    say(
+        f"deploy of {version}: exit {result['exit_code']}, {result['seconds']} s, "
+        f"changed={result['changed']}; log {result['log']}"
+    )
+    return result["exit_code"]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m lab", description=__doc__)
-    parser.add_argument("command", choices=["up", "down"])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("up", help="start or converge the lab")
+    release = commands.add_parser("deploy", help="rolling deploy of a release to the lab")
+    release.add_argument("version")
+    commands.add_parser("down", help="remove the lab")
     args = parser.parse_args()
+    if args.command == "deploy":
+        return deploy(args.version)
     return up() if args.command == "up" else down()
 
 

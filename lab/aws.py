@@ -8,6 +8,7 @@ restarted moto must give the hosts the keyFile and passwords they already use.
 
 from __future__ import annotations
 
+import json
 import secrets
 import string
 from dataclasses import dataclass, field
@@ -18,9 +19,15 @@ import boto3
 from botocore.exceptions import ClientError
 
 from lab.settings import ENVIRONMENT, REGION, Host, Lab, Secret
+from tests.fixtures.sample_api import build as sample_api
 
 PROJECT = "clinic"
 NAME = f"{PROJECT}-{ENVIRONMENT}"
+# The API's releases in the artifact bucket (group_vars/all/app.yml), each with its checksum file as
+# a build pipeline publishes it, and the release the environment starts from.
+APP_NAME = "clinic-api"
+FIRST_RELEASE = "1.0.0"
+RELEASE_PARAMETER = f"/clinic/{ENVIRONMENT}/app/release"
 # Letters and digits only: valid in a MongoDB keyFile (base64 characters) and in any password.
 ALPHABET = string.ascii_letters + string.digits
 
@@ -198,6 +205,51 @@ def ensure_buckets(s3: Any, names: list[str], key_id: str, done: Seeded) -> None
         done.created.append(f"bucket {name}")
 
 
+def release_key(version: str) -> str:
+    return f"releases/{APP_NAME}-{version}.tar.gz"
+
+
+def ensure_releases(s3: Any, ssm: Any, bucket: str, state_dir: Path, done: Seeded) -> None:
+    """The sample API's releases (tests/fixtures/sample_api) as the API's artifacts, and
+    FIRST_RELEASE recorded as the live release unless a deploy has recorded another."""
+    artifacts = sample_api.build(state_dir / "artifacts")
+    present = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])}
+    checksums = {}
+    for version, path in artifacts.items():
+        checksum_file = path.with_name(path.name + ".sha256")
+        checksums[version] = checksum_file.read_text().split()[0]
+        for key, source in (
+            (release_key(version), path),
+            (release_key(version) + ".sha256", checksum_file),
+        ):
+            if key not in present:
+                s3.put_object(Bucket=bucket, Key=key, Body=source.read_bytes())
+                done.created.append(f"object s3://{bucket}/{key}")
+    try:
+        ssm.put_parameter(
+            Name=RELEASE_PARAMETER,
+            Value=json.dumps({"version": FIRST_RELEASE, "sha256": checksums[FIRST_RELEASE]}),
+            Type="String",
+            Overwrite=False,
+        )
+    except ClientError as error:
+        if error.response["Error"]["Code"] != "ParameterAlreadyExists":
+            raise
+        return
+    done.created.append(f"parameter {RELEASE_PARAMETER} ({FIRST_RELEASE})")
+
+
+def release_checksum(lab: Lab, bucket: str, version: str) -> str | None:
+    """The sha256 published beside a release's artifact, or None when there is no such release."""
+    try:
+        body = client("s3", lab.endpoint).get_object(
+            Bucket=bucket, Key=release_key(version) + ".sha256"
+        )
+    except ClientError:
+        return None
+    return body["Body"].read().decode().split()[0]
+
+
 def seed(lab: Lab, storage: dict[str, Any], state_dir: Path) -> Seeded:
     """Make moto hold the lab's AWS side; storage is inventories/lab/group_vars/all/storage.yml."""
     done = Seeded()
@@ -210,6 +262,13 @@ def seed(lab: Lab, storage: dict[str, Any], state_dir: Path) -> Seeded:
     )
     done.buckets = sorted(v for k, v in storage.items() if k.endswith("_bucket"))
     ensure_buckets(client("s3", lab.endpoint), done.buckets, done.kms_key_id, done)
+    ensure_releases(
+        client("s3", lab.endpoint),
+        client("ssm", lab.endpoint),
+        storage["clinic_artifact_bucket"],
+        state_dir,
+        done,
+    )
     return done
 
 

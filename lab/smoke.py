@@ -115,7 +115,8 @@ def replica_set(lab: Lab) -> Check:
 
 
 def load_balancer(lab: Lab) -> Check:
-    """HAProxy answers on its health URL, and its stats list the API nodes as backends."""
+    """HAProxy answers on its health URL, and its stats list every API node, UP, as a backend
+    (named by inventory host name: <instance id>-<Name tag>)."""
     health_url = lb_url(lab, LB_STATS_PORT, "/healthz")
     try:
         code, _ = get(health_url)
@@ -128,12 +129,14 @@ def load_balancer(lab: Lab) -> Check:
         for r in rows
         if r.get("pxname") == "api_nodes" and r["svname"] not in ("FRONTEND", "BACKEND")
     }
-    expected = {host.name_tag for host in lab.by_role("app")}
-    ok = code == 200 and set(servers) == expected
+    tags = sorted(host.name_tag for host in lab.by_role("app"))
+    ok = (
+        code == 200
+        and sorted(name.split("-", 2)[-1] for name in servers) == tags
+        and all(state.startswith("UP") for state in servers.values())
+    )
     backends = ", ".join(f"{name} {state}" for name, state in sorted(servers.items()))
     detail = f"{health_url} -> {code}; backends: {backends or 'none'}"
-    if "app_node" not in site_roles():
-        detail += " (failing checks are expected until site.yml runs app_node)"
     return Check("load balancer health", PASSED if ok else FAILED, detail)
 
 
@@ -149,15 +152,23 @@ def site_roles() -> set[str]:
 
 
 def request_through_load_balancer(lab: Lab) -> Check:
+    """The API answers through HAProxy with the environment's live release."""
     name = "request through the load balancer"
-    if "app_node" not in site_roles():
-        return Check(name, PENDING, "waits for app_node (site.yml does not run it yet)")
-    url = lb_url(lab, LB_HTTP_PORT, "/healthz")
+    url = lb_url(lab, LB_HTTP_PORT, "/version")
+    live = json.loads(
+        aws.client("ssm", lab.endpoint).get_parameter(Name=aws.RELEASE_PARAMETER)["Parameter"][
+            "Value"
+        ]
+    )["version"]
     try:
-        code, _ = get(url)
-    except OSError as error:
+        code, body = get(url)
+        version = json.loads(body).get("version") if code == 200 else None
+    except (OSError, ValueError) as error:
         return Check(name, FAILED, f"{url}: {error}")
-    return Check(name, PASSED if code == 200 else FAILED, f"{url} -> {code}")
+    ok = code == 200 and version == live
+    return Check(
+        name, PASSED if ok else FAILED, f"{url} -> {code}, version {version} (live {live})"
+    )
 
 
 def first_backup(lab: Lab) -> Check:

@@ -76,13 +76,16 @@ def test_mongodb_comes_from_the_lab_apt_repository() -> None:
 
 
 def test_every_ssm_parameter_the_wiring_reads_is_seeded() -> None:
+    # Both shapes of the wiring: clinic_ssm_prefix ~ '/name' and "{{ clinic_ssm_prefix }}/name".
     lookups = {
         name
         for path in (ROOT / "group_vars").rglob("*.yml")
-        for name in re.findall(r"clinic_ssm_prefix ~ '/([^']+)'", path.read_text())
+        for name in re.findall(r"clinic_ssm_prefix(?: ~ '| }})/([\w/.-]+)", path.read_text())
     }
     assert lookups, "no SSM lookup found in group_vars: has the wiring changed shape?"
-    assert lookups == {secret.name for secret in LAB.secrets}
+    # The secrets are seeded from lab/platforms.yml, the live release by lab/aws.py.
+    release = aws.RELEASE_PARAMETER.removeprefix(f"/clinic/{settings.ENVIRONMENT}/")
+    assert lookups == {secret.name for secret in LAB.secrets} | {release}
     keyfile = next(secret for secret in LAB.secrets if secret.name == "mongodb/keyfile")
     assert 6 <= keyfile.length <= 1024
 
