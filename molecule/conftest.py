@@ -9,12 +9,16 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import testinfra
 from testinfra.host import Host
+
+# Scenario tests may use the project's test helpers (tests.harness), wherever pytest runs from.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 PROBE = """
 import socket, sys

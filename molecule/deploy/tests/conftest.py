@@ -1,0 +1,104 @@
+"""Helpers for the deploy scenario: playbooks/deploy.yml runs, the nodes' releases, the database.
+
+The modules run in file-name order, each starting from where the one before left the nodes:
+  test_01_bad_input   every refused deploy leaves the nodes on 1.0.0, untouched
+  test_02_rolling     1.0.0 -> 2.0.0 under load through HAProxy; then 2.0.0 again changes nothing
+  test_03_guard       with the other node down in HAProxy, a deploy refuses to take a node out
+  test_04_broken      3.0.0 under load stops at the first node, which runs 2.0.0 again
+  test_05_alb         2.0.0 -> 1.0.0 through the `alb` adapter against a target group in moto
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from deploy_scenario import BASE, DB_ADDRESS, DEPLOY, RELEASE_PARAMETER, SECRET_PARAMETERS, aws
+from pymongo import MongoClient
+from testinfra.host import Host
+
+
+@pytest.fixture(scope="session")
+def sha256() -> Callable[[str], str]:
+    """The sha256 the artifact build wrote beside a release's artifact."""
+    artifacts = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "artifacts"
+    return lambda version: (
+        (artifacts / f"sample-api-{version}.tar.gz.sha256").read_text().split()[0]
+    )
+
+
+@pytest.fixture(scope="session")
+def deploy(ansible_playbook, sha256) -> Callable[..., Any]:  # noqa: ANN001
+    """Run playbooks/deploy.yml for a release (its checksum from the build unless given)."""
+
+    def run(version: str, *args: str, checksum: str | None = None) -> Any:
+        digest = sha256(version) if checksum is None else checksum
+        extra = ["-e", f"deploy_version={version}"]
+        if digest:
+            extra += ["-e", f"deploy_sha256={digest}"]
+        return ansible_playbook(DEPLOY, *extra, *args)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def current() -> Callable[[Host], str]:
+    """The release a node's current link points at (its version)."""
+    return lambda host: Path(host.file(f"{BASE}/current").linked_to).name
+
+
+@pytest.fixture(scope="session")
+def unpacked() -> Callable[[Host], set[str]]:
+    """The releases unpacked on a node."""
+    return lambda host: set(host.check_output(f"ls {BASE}/releases").split())
+
+
+@pytest.fixture(scope="session")
+def served_version() -> Callable[[Host], str]:
+    """The version the API answers on the node itself."""
+
+    def ask(host: Host) -> str:
+        return host.check_output(
+            'python3 -c "import json,urllib.request;print(json.load(urllib.request.urlopen('
+            "'http://127.0.0.1:3000/version', timeout=5))['version'])\""
+        )
+
+    return ask
+
+
+@pytest.fixture(scope="session")
+def live_release() -> Callable[[], dict[str, str]]:
+    """The release recorded in SSM as the environment's live one."""
+    return lambda: json.loads(
+        aws("ssm").get_parameter(Name=RELEASE_PARAMETER)["Parameter"]["Value"]
+    )
+
+
+@pytest.fixture(scope="session")
+def secret_values() -> list[str]:
+    ssm = aws("ssm")
+    return [
+        ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
+        for name in SECRET_PARAMETERS
+    ]
+
+
+@pytest.fixture(scope="session")
+def database() -> Any:
+    """The API's database, as the replica set's admin (password from SSM)."""
+    password = aws("ssm").get_parameter(
+        Name="/clinic/molecule/mongodb/admin_password", WithDecryption=True
+    )["Parameter"]["Value"]
+    client: MongoClient = MongoClient(
+        f"mongodb://{DB_ADDRESS}:27017/",
+        username="admin",
+        password=password,
+        directConnection=True,
+        serverSelectionTimeoutMS=10000,
+    )
+    yield client["clinic"]
+    client.close()

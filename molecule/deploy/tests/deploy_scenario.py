@@ -1,0 +1,25 @@
+"""Names and addresses of the deploy scenario (molecule.yml), shared by its test modules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+
+DEPLOY = "../../playbooks/deploy.yml"
+SERVICE = "clinic-api"
+BASE = f"/opt/{SERVICE}"
+NODES = ("dep-app1", "dep-app2")
+LB = "dep-lb"
+LB_ADDRESS = "172.30.47.10"
+STATS_URL = f"http://{LB_ADDRESS}:8404/stats;csv"
+DB_ADDRESS = "172.30.47.20"
+RELEASE_PARAMETER = "/clinic/molecule/app/release"
+SECRET_PARAMETERS = (
+    "/clinic/molecule/app/jwt_secret",
+    "/clinic/molecule/mongodb/app_password",
+)
+
+
+def aws(service: str) -> Any:
+    return boto3.client(service, region_name="ap-south-1")
