@@ -3,7 +3,7 @@ groups of an environment, what the policies allow, idempotence, check mode and r
 
 One moto server for the module holds the stage and prod VPCs and KMS keys, as the environments'
 accounts would. Bad inputs run first, against that empty account, and must change nothing; then
-stage is converged three times (first, again, --check) and prod once.
+stage runs --check on the empty account, then for real twice, then --check again; prod runs once.
 
 What a role may do is proven two ways. moto enforces IAM for S3 object requests signed with the
 role's credentials (assumed through STS), so S3 is checked there for real. moto gives every SSM
@@ -159,7 +159,10 @@ def aws() -> Iterator[dict[str, Any]]:
             ),
         }
         empty_after_refusals = account_is_empty(env)
+        check_first = run(env, "inventories/stage", "--check")
+        empty_after_check = account_is_empty(env)
         runs = {
+            "check first": check_first,
             "first": run(env, "inventories/stage"),
             "second": run(env, "inventories/stage"),
             "check": run(env, "inventories/stage", "--check", "--diff"),
@@ -171,6 +174,7 @@ def aws() -> Iterator[dict[str, Any]]:
             "seeded": seeded,
             "refused": refused,
             "empty_after_refusals": empty_after_refusals,
+            "empty_after_check": empty_after_check,
             "runs": runs,
         }
 
@@ -228,6 +232,13 @@ def test_a_first_run_creates_and_a_second_changes_nothing(aws: dict[str, Any]) -
     second_rc, second = aws["runs"]["second"]
     assert second_rc == 0, second
     assert recap(second)["changed"] == 0, second
+
+
+def test_check_mode_before_the_first_run_changes_nothing(aws: dict[str, Any]) -> None:
+    rc, output = aws["runs"]["check first"]
+    assert rc == 0, output
+    assert recap(output)["changed"] > 0, "--check does not report the roles it would create"
+    assert aws["empty_after_check"], "a --check run created roles or security groups"
 
 
 def test_check_mode_on_the_converged_state_is_clean(aws: dict[str, Any]) -> None:
