@@ -21,6 +21,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 ANSIBLE_PLAYBOOK = str(Path(sys.executable).parent / "ansible-playbook")
 GUARD = "tasks/environment_guard.yml"
+CONTROLLER_GUARD = "tasks/controller_guard.yml"
 GUARD_PREFIX = "environment_guard | "
 REFUSE_TASK = "environment_guard | Refuse a host whose Environment tag is not clinic_env"
 STAGE_APP = "i-0aaaaaaaaaaaaaaa1-clinic-stage-app"
@@ -189,13 +190,19 @@ def plays() -> list[tuple[str, dict[str, Any]]]:
     return found
 
 
+def is_controller_play(play: dict[str, Any]) -> bool:
+    """A play that changes AWS resources from the controller (playbooks/iam.yml): no hosts."""
+    return play.get("hosts") == "localhost" and play.get("connection") == "local"
+
+
 @pytest.mark.parametrize(("label", "play"), plays(), ids=[label for label, _ in plays()])
 def test_every_play_starts_with_the_guard(label: str, play: dict[str, Any]) -> None:
     assert "import_playbook" not in str(play), f"{label}: site.yml imports, playbooks hold plays"
     # Facts are gathered by the guard, so a refused host is never contacted.
     assert play.get("gather_facts") is False, label
     first = (play.get("pre_tasks") or [{}])[0]
-    assert first.get("ansible.builtin.import_tasks") == GUARD, f"{label}: first pre_task {first}"
+    guard = CONTROLLER_GUARD if is_controller_play(play) else GUARD
+    assert first.get("ansible.builtin.import_tasks") == guard, f"{label}: first pre_task {first}"
     assert "always" in first.get("tags", []), label
     for role in play.get("roles", []):
         name, tags = (role["role"], role.get("tags", [])) if isinstance(role, dict) else (role, [])
