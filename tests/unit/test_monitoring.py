@@ -400,6 +400,28 @@ def test_bad_input_fails_with_a_clear_message_before_any_change(
     assert alarms(empty_account) == {}
 
 
+def test_a_check_run_before_the_first_run_reports_what_it_would_create(
+    empty_account: dict[str, str],
+) -> None:
+    put_webhook(empty_account, "https://hooks.example.invalid/first", OTHER_PARAMETER)
+    launch(client(empty_account, "ec2"), clinic_tags("stage", "mongodb"), 1)
+    run = run_playbook(
+        PLAYBOOK,
+        STAGE,
+        empty_account,
+        "-e",
+        f"clinic_monitoring_webhook_parameter={OTHER_PARAMETER}",
+        "-e",
+        f"clinic_alb_dimension={ALB}",
+        "--check",
+    )
+    assert run.returncode == 0, run.output
+    assert run.recap["changed"] == 2, "the topic it would create, then the alarms"
+    assert "Report the alarm topic that a real run would create" in run.tasks
+    assert client(empty_account, "sns").list_topics()["Topics"] == []
+    assert alarms(empty_account) == {}
+
+
 def test_the_inventories_leave_the_webhook_to_ssm() -> None:
     wiring = yaml.safe_load((ROOT / "group_vars" / "all" / "monitoring.yml").read_text())
     assert wiring == {
