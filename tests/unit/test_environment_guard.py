@@ -191,7 +191,8 @@ def plays() -> list[tuple[str, dict[str, Any]]]:
 
 
 def is_controller_play(play: dict[str, Any]) -> bool:
-    """A play that changes AWS resources from the controller (playbooks/iam.yml): no hosts."""
+    """A play that changes AWS resources from the controller (iam.yml, backup_storage.yml,
+    monitoring.yml): no hosts."""
     return play.get("hosts") == "localhost" and play.get("connection") == "local"
 
 

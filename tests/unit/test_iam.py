@@ -301,10 +301,12 @@ def test_security_groups_open_only_what_the_host_firewalls_open(aws: dict[str, A
 
 def test_the_app_firewall_opens_app_node_port() -> None:
     defaults = yaml.safe_load((ROOT / "roles/app_node/defaults/main.yml").read_text())
+    wiring = yaml.safe_load((ROOT / "group_vars/all/app.yml").read_text())
     (rule,) = yaml.safe_load((ROOT / "group_vars/role_app/firewall.yml").read_text())[
         "base_hardening_firewall_allow"
     ]
-    assert rule["ports"] == [defaults["app_node_port"]]
+    assert rule["ports"] == ["{{ app_node_port }}"]
+    assert wiring["app_node_port"] == defaults["app_node_port"]
     assert rule["sources"] == "{{ clinic_alb_subnet_cidrs }}"
 
 

@@ -76,11 +76,17 @@ def test_mongodb_comes_from_the_lab_apt_repository() -> None:
 
 
 def test_every_ssm_parameter_the_wiring_reads_is_seeded() -> None:
-    # Both shapes of the wiring: clinic_ssm_prefix ~ '/name' and "{{ clinic_ssm_prefix }}/name".
+    # The wiring files that look parameters up when a play runs on the hosts, and both shapes of
+    # their names: clinic_ssm_prefix ~ '/name' and "{{ clinic_ssm_prefix }}/name".
+    wiring = [
+        path.read_text()
+        for path in (ROOT / "group_vars").rglob("*.yml")
+        if "lookup('amazon.aws.ssm_parameter'" in path.read_text()
+    ]
     lookups = {
         name
-        for path in (ROOT / "group_vars").rglob("*.yml")
-        for name in re.findall(r"clinic_ssm_prefix(?: ~ '| }})/([\w/.-]+)", path.read_text())
+        for text in wiring
+        for name in re.findall(r"clinic_ssm_prefix(?: ~ '| }})/([\w/.-]+)", text)
     }
     assert lookups, "no SSM lookup found in group_vars: has the wiring changed shape?"
     # The secrets are seeded from lab/platforms.yml, the live release by lab/aws.py.

@@ -1,0 +1,340 @@
+"""playbooks/backup_storage.yml against S3 and KMS served by moto, with the stage inventory.
+
+What the playbook set is read back with boto3: default SSE-KMS under the environment's key,
+versioning, the public access block, ACLs disabled, the lifecycle rules and the bucket policy.
+
+moto cannot enforce the bucket policy: moto 5.2.5 stores it and applies its Deny statements to
+object requests, but ignores their conditions, so it refuses every object request a statement names
+(TLS or not, the right encryption header or not) and can tell no allowed request from a denied one.
+The policy's logic is therefore tested here explicitly, by evaluating its Deny statements against
+the request contexts S3 would see (IAM condition semantics for the few operators the policy uses;
+an operator this evaluator does not know fails the test).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import yaml
+
+from tests.harness.controller_playbook import ROOT, Run, empty_moto, inventory_copy, run_playbook
+from tests.harness.moto_ec2 import FAKE_CREDENTIALS, REGION
+
+PLAYBOOK = "backup_storage.yml"
+STAGE = ROOT / "inventories" / "stage"
+STORAGE = yaml.safe_load((STAGE / "group_vars" / "all" / "storage.yml").read_text())
+BACKUP_BUCKET = STORAGE["clinic_backup_bucket"]
+AUDIT_BUCKET = STORAGE["clinic_audit_archive_bucket"]
+RETENTION = STORAGE["clinic_backup_retention_days"]
+ALIAS = STORAGE["clinic_kms_key_alias"]
+
+
+def client(env: dict[str, str], service: str) -> Any:
+    return boto3.client(
+        service,
+        region_name=REGION,
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+    )
+
+
+def create_key(env: dict[str, str], alias: str) -> dict[str, str]:
+    """A customer managed key with its alias, as the environment's account holds it."""
+    kms = client(env, "kms")
+    metadata = kms.create_key(Description=f"clinic {alias}")["KeyMetadata"]
+    kms.create_alias(AliasName=alias, TargetKeyId=metadata["KeyId"])
+    return {"arn": metadata["Arn"], "id": metadata["KeyId"]}
+
+
+@pytest.fixture(scope="module")
+def converged() -> Iterator[dict[str, Any]]:
+    """moto with the stage key; the playbook run three times: first, second, then --check."""
+    with empty_moto() as env:
+        key = create_key(env, ALIAS)
+        other_key = create_key(env, "alias/clinic-other")
+        runs = {name: run_playbook(PLAYBOOK, STAGE, env) for name in ("first", "second")}
+        runs["check"] = run_playbook(PLAYBOOK, STAGE, env, "--check")
+        yield {"env": env, "key": key, "other_key": other_key, "runs": runs}
+
+
+@pytest.fixture(scope="module")
+def s3(converged: dict[str, Any]) -> Any:
+    return client(converged["env"], "s3")
+
+
+def test_first_run_converges_and_second_run_changes_nothing(converged: dict[str, Any]) -> None:
+    runs: dict[str, Run] = converged["runs"]
+    for name, run in runs.items():
+        assert run.returncode == 0, f"{name} run failed:\n{run.output}"
+    assert runs["first"].recap["changed"] == 3
+    assert runs["second"].recap["changed"] == 0, runs["second"].output
+
+
+def test_check_run_on_the_converged_buckets_is_clean(converged: dict[str, Any]) -> None:
+    check: Run = converged["runs"]["check"]
+    assert check.recap["changed"] == 0, check.output
+    assert check.recap["failed"] == 0
+
+
+@pytest.mark.parametrize("bucket", [BACKUP_BUCKET, AUDIT_BUCKET])
+def test_default_encryption_is_sse_kms_with_the_environments_key(
+    s3: Any, converged: dict[str, Any], bucket: str
+) -> None:
+    (rule,) = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
+    assert rule["ApplyServerSideEncryptionByDefault"] == {
+        "SSEAlgorithm": "aws:kms",
+        "KMSMasterKeyID": converged["key"]["arn"],
+    }
+    assert rule["BucketKeyEnabled"] is True
+
+
+@pytest.mark.parametrize("bucket", [BACKUP_BUCKET, AUDIT_BUCKET])
+def test_versioning_public_access_block_ownership_and_tags(s3: Any, bucket: str) -> None:
+    assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
+    block = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
+    assert block == {
+        "BlockPublicAcls": True,
+        "IgnorePublicAcls": True,
+        "BlockPublicPolicy": True,
+        "RestrictPublicBuckets": True,
+    }
+    (ownership,) = s3.get_bucket_ownership_controls(Bucket=bucket)["OwnershipControls"]["Rules"]
+    assert ownership == {"ObjectOwnership": "BucketOwnerEnforced"}
+    tags = {t["Key"]: t["Value"] for t in s3.get_bucket_tagging(Bucket=bucket)["TagSet"]}
+    assert tags == {"Project": "clinic", "Environment": "stage"}
+
+
+def test_backups_expire_after_the_retention(s3: Any) -> None:
+    (rule,) = s3.get_bucket_lifecycle_configuration(Bucket=BACKUP_BUCKET)["Rules"]
+    assert rule == {
+        "ID": "backups",
+        "Filter": {"Prefix": "backups/"},
+        "Status": "Enabled",
+        "Expiration": {"Days": RETENTION},
+        "NoncurrentVersionExpiration": {"NoncurrentDays": 7},
+        "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
+    }
+
+
+def test_audit_exports_move_to_glacier_and_never_expire(s3: Any) -> None:
+    (rule,) = s3.get_bucket_lifecycle_configuration(Bucket=AUDIT_BUCKET)["Rules"]
+    assert rule == {
+        "ID": "audit",
+        "Filter": {"Prefix": "audit/"},
+        "Status": "Enabled",
+        "Transitions": [{"Days": 90, "StorageClass": "GLACIER"}],
+        "NoncurrentVersionExpiration": {"NoncurrentDays": 7},
+        "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
+    }
+
+
+def test_every_environment_sets_a_retention_the_playbook_accepts() -> None:
+    for storage in sorted(ROOT.glob("inventories/*/group_vars/all/storage.yml")):
+        retention = yaml.safe_load(storage.read_text()).get("clinic_backup_retention_days")
+        assert isinstance(retention, int) and 1 <= retention <= 3650, storage
+
+
+# --- The bucket policy (moto stores it but never enforces it) ---------------------------------
+
+
+def _values(value: Any) -> list[str]:
+    return [str(v) for v in (value if isinstance(value, list) else [value])]
+
+
+def condition_holds(operator: str, key: str, expected: Any, context: dict[str, str]) -> bool:
+    """One condition key of an IAM policy statement against a request context."""
+    present = key in context
+    if operator == "Bool":
+        return present and context[key].lower() in [v.lower() for v in _values(expected)]
+    if operator == "StringEquals":
+        return present and context[key] in _values(expected)
+    if operator in ("StringNotEquals", "StringNotEqualsIfExists"):
+        # A negated operator matches a request without the key, ...IfExists or not.
+        return not present or context[key] not in _values(expected)
+    if operator == "Null":
+        (wanted,) = _values(expected)
+        return (not present) if wanted.lower() == "true" else present
+    raise AssertionError(f"condition operator {operator} is not known to this evaluator")
+
+
+def denied(policy: dict[str, Any], action: str, resource: str, context: dict[str, str]) -> bool:
+    """True when a Deny statement of the bucket policy matches the request."""
+    for statement in policy["Statement"]:
+        assert statement["Effect"] == "Deny", "the bucket policy only denies"
+        assert statement["Principal"] == "*"
+        actions = _values(statement["Action"])
+        if not any(fnmatch.fnmatchcase(action.lower(), a.lower()) for a in actions):
+            continue
+        if not any(fnmatch.fnmatchcase(resource, r) for r in _values(statement["Resource"])):
+            continue
+        if all(
+            condition_holds(operator, key, expected, context)
+            for operator, keys in statement.get("Condition", {}).items()
+            for key, expected in keys.items()
+        ):
+            return True
+    return False
+
+
+TLS = {"aws:SecureTransport": "true"}
+PLAIN = {"aws:SecureTransport": "false"}
+SSE = "s3:x-amz-server-side-encryption"
+KEY_ID = "s3:x-amz-server-side-encryption-aws-kms-key-id"
+
+
+@pytest.fixture(scope="module")
+def policies(s3: Any) -> dict[str, dict[str, Any]]:
+    return {
+        b: json.loads(s3.get_bucket_policy(Bucket=b)["Policy"])
+        for b in (BACKUP_BUCKET, AUDIT_BUCKET)
+    }
+
+
+def test_the_evaluator_refuses_an_operator_it_does_not_know() -> None:
+    policy = {
+        "Statement": [
+            {
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:*",
+                "Resource": "*",
+                "Condition": {"IpAddress": {"aws:SourceIp": "10.0.0.0/8"}},
+            }
+        ]
+    }
+    with pytest.raises(AssertionError, match="IpAddress"):
+        denied(policy, "s3:GetObject", "arn:aws:s3:::b/k", TLS)
+
+
+@pytest.mark.parametrize("bucket", [BACKUP_BUCKET, AUDIT_BUCKET])
+def test_requests_without_tls_are_denied(policies: dict[str, Any], bucket: str) -> None:
+    policy = policies[bucket]
+    assert denied(policy, "s3:GetObject", f"arn:aws:s3:::{bucket}/backups/a", PLAIN)
+    assert denied(policy, "s3:ListBucket", f"arn:aws:s3:::{bucket}", PLAIN)
+    assert denied(policy, "s3:PutObject", f"arn:aws:s3:::{bucket}/a", PLAIN | {SSE: "aws:kms"})
+    assert not denied(policy, "s3:GetObject", f"arn:aws:s3:::{bucket}/backups/a", TLS)
+    assert not denied(policy, "s3:ListBucket", f"arn:aws:s3:::{bucket}", TLS)
+
+
+@pytest.mark.parametrize("bucket", [BACKUP_BUCKET, AUDIT_BUCKET])
+def test_puts_asking_for_other_encryption_or_another_key_are_denied(
+    policies: dict[str, Any], converged: dict[str, Any], bucket: str
+) -> None:
+    policy, key, other = policies[bucket], converged["key"], converged["other_key"]
+    obj = f"arn:aws:s3:::{bucket}/x/archive.gz"
+    assert denied(policy, "s3:PutObject", obj, TLS | {SSE: "AES256"})
+    assert denied(policy, "s3:PutObject", obj, TLS | {SSE: "aws:kms:dsse", KEY_ID: key["arn"]})
+    assert denied(policy, "s3:PutObject", obj, TLS | {SSE: "aws:kms"}), "aws:kms without a key"
+    assert denied(policy, "s3:PutObject", obj, TLS | {SSE: "aws:kms", KEY_ID: other["arn"]})
+    assert denied(policy, "s3:PutObject", obj, TLS | {SSE: "aws:kms", KEY_ID: "alias/clinic-other"})
+
+
+@pytest.mark.parametrize("bucket", [BACKUP_BUCKET, AUDIT_BUCKET])
+def test_puts_under_the_environments_key_are_allowed(
+    policies: dict[str, Any], converged: dict[str, Any], bucket: str
+) -> None:
+    policy, key = policies[bucket], converged["key"]
+    obj = f"arn:aws:s3:::{bucket}/x/archive.gz"
+    account_alias_arn = key["arn"].split(":key/")[0] + ":" + ALIAS
+    for name in (key["arn"], key["id"], ALIAS, account_alias_arn):
+        assert not denied(policy, "s3:PutObject", obj, TLS | {SSE: "aws:kms", KEY_ID: name}), name
+
+
+@pytest.mark.parametrize("bucket", [BACKUP_BUCKET, AUDIT_BUCKET])
+def test_a_put_without_encryption_headers_is_left_to_default_encryption(
+    policies: dict[str, Any], s3: Any, converged: dict[str, Any], bucket: str
+) -> None:
+    # Allowed by the policy on purpose: default encryption stores it under the environment's key.
+    assert not denied(policies[bucket], "s3:PutObject", f"arn:aws:s3:::{bucket}/x", TLS)
+    default = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]
+    assert (
+        default["Rules"][0]["ApplyServerSideEncryptionByDefault"]["KMSMasterKeyID"]
+        == converged["key"]["arn"]
+    )
+
+
+# --- Bad input: a clear message, and nothing created -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def empty_account() -> Iterator[dict[str, str]]:
+    """moto with the stage key and no bucket: a refused run must leave it so."""
+    with empty_moto() as env:
+        create_key(env, ALIAS)
+        yield env
+
+
+def without(inventory: Path, name: str) -> Path:
+    storage = inventory / "group_vars" / "all" / "storage.yml"
+    facts = yaml.safe_load(storage.read_text())
+    del facts[name]
+    storage.write_text(yaml.safe_dump(facts, explicit_start=True))
+    return inventory
+
+
+BAD_INPUT = {
+    "missing backup bucket": (
+        {"drop": "clinic_backup_bucket"},
+        "clinic_backup_bucket is not set",
+    ),
+    "invalid audit bucket": (
+        {"extra": ["-e", "clinic_audit_archive_bucket=Audit_Archive"]},
+        'clinic_audit_archive_bucket is "Audit_Archive"',
+    ),
+    "same bucket twice": (
+        {"extra": ["-e", f"clinic_audit_archive_bucket={BACKUP_BUCKET}"]},
+        "must be two buckets",
+    ),
+    "missing key alias": (
+        {"drop": "clinic_kms_key_alias"},
+        "clinic_kms_key_alias is not set",
+    ),
+    "AWS managed key": (
+        {"extra": ["-e", "clinic_kms_key_alias=alias/aws/s3"]},
+        "AWS managed keys",
+    ),
+    "alias without a key": (
+        {"extra": ["-e", "clinic_kms_key_alias=alias/clinic-nowhere"]},
+        "No KMS key has the alias alias/clinic-nowhere",
+    ),
+    "missing retention": (
+        {"drop": "clinic_backup_retention_days"},
+        "clinic_backup_retention_days is not set",
+    ),
+    "zero retention": (
+        {"extra": ["-e", "clinic_backup_retention_days=0"]},
+        'clinic_backup_retention_days is "0": it must be a whole number of days from 1 to 3650',
+    ),
+    "retention with a unit": (
+        {"extra": ["-e", "clinic_backup_retention_days=30d"]},
+        'clinic_backup_retention_days is "30d"',
+    ),
+    "retention too long": (
+        {"extra": ["-e", '{"clinic_backup_retention_days": 4000}']},
+        'clinic_backup_retention_days is "4000"',
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUT), ids=list(BAD_INPUT))
+def test_bad_input_fails_with_a_clear_message_before_any_change(
+    empty_account: dict[str, str], tmp_path: Path, case: str
+) -> None:
+    change, message = BAD_INPUT[case]
+    inventory = inventory_copy("stage", tmp_path)
+    if "drop" in change:
+        without(inventory, change["drop"])
+    run = run_playbook(PLAYBOOK, inventory, empty_account, *change.get("extra", []))
+    assert run.returncode != 0, run.output
+    assert message in " ".join(run.output.split()), run.output
+    assert "Nothing was changed." in " ".join(run.output.split())
+    assert run.recap["changed"] == 0
+    assert not any(task.startswith(("Set up the buckets", "Expire", "Move")) for task in run.tasks)
+    assert client(empty_account, "s3").list_buckets()["Buckets"] == []
