@@ -16,7 +16,7 @@ RATE = 60.0  # requests per second through HAProxy, above the 50/s the deploy mu
 @pytest.fixture(scope="module")
 def rolled(deploy):  # noqa: ANN001, ANN201
     with loadgen.load(LB_ADDRESS, rate=RATE, stats_url=STATS_URL) as report:
-        run = deploy(NEW, "-v")
+        run = deploy(NEW, "-vvv")
     return run, report
 
 
@@ -63,8 +63,11 @@ def test_new_release_is_the_live_one(rolled, live_release, sha256):  # noqa: ANN
     assert live_release() == {"version": NEW, "sha256": sha256(NEW)}
 
 
-def test_deploy_log_prints_no_secret(rolled, secret_values):  # noqa: ANN001, ANN201
+def test_verbose_deploy_prints_no_secret(rolled, secret_values):  # noqa: ANN001, ANN201
+    """At -vvv the run shows every module's arguments and results: the migration (with the
+    environment file), the environment file's template and the health checks print no secret."""
     run, _ = rolled
+    assert "<dep-app1> EXEC" in run.stdout, "the run was not verbose"
     for value in secret_values:
         assert value not in run.stdout + run.stderr
 
