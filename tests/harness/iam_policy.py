@@ -15,8 +15,10 @@ What it implements, as AWS documents the evaluation of identity-based policies i
   positive operator and satisfies a negated one (StringNot*, ArnNot*) and any ...IfExists
   (so a Deny with ...IfExists applies to a request without the key).
 
-Anything else (other operators, policy variables, Principal elements, resource policies,
-boundaries, SCPs) raises UnsupportedPolicy instead of being guessed at.
+A resource policy's Deny statements that name every principal (`"Principal": "*"`), such as a
+bucket policy's guard rails, are evaluated by denies_everyone(). Anything else (other operators,
+policy variables, other Principal elements, resource policies' grants, boundaries, SCPs) raises
+UnsupportedPolicy instead of being guessed at.
 """
 
 from __future__ import annotations
@@ -191,3 +193,23 @@ def allows(
 ) -> bool:
     """True when the policies allow the action on the resource (with these condition keys)."""
     return evaluate(policies, Request(action, resource, context or {})) is Decision.ALLOW
+
+
+def denies_everyone(
+    policy: Mapping[str, Any],
+    action: str,
+    resource: str,
+    context: Mapping[str, ContextValue] | None = None,
+) -> bool:
+    """True when a Deny statement for every principal of a resource policy matches the request."""
+    request = Request(action, resource, context or {})
+    for statement in _as_list(policy["Statement"]):
+        if statement.get("Effect") != "Deny" or statement.get("Principal") not in (
+            "*",
+            {"AWS": "*"},
+        ):
+            raise UnsupportedPolicy("only Deny statements for every principal (Principal '*')")
+        unnamed = {k: v for k, v in statement.items() if k != "Principal"}
+        if _statement_applies(unnamed, request):
+            return True
+    return False

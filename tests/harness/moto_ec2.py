@@ -55,14 +55,19 @@ def moto_environment() -> Iterator[dict[str, str]]:
         server.stop()
 
 
-def ec2_client(env: dict[str, str]) -> Any:
+def aws_client(env: dict[str, str], service: str, **credentials: str) -> Any:
+    """A boto3 client of moto's endpoint in env (fake credentials unless others are given)."""
+    credentials = credentials or {
+        "aws_access_key_id": FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+    }
     return boto3.client(
-        "ec2",
-        region_name=REGION,
-        endpoint_url=env["AWS_ENDPOINT_URL"],
-        aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        service, region_name=REGION, endpoint_url=env["AWS_ENDPOINT_URL"], **credentials
     )
+
+
+def ec2_client(env: dict[str, str]) -> Any:
+    return aws_client(env, "ec2")
 
 
 def clinic_tags(env: str, role: str) -> dict[str, str]:

@@ -13,18 +13,18 @@ an operator this evaluator does not know fails the test).
 
 from __future__ import annotations
 
-import fnmatch
 import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 import yaml
 
 from tests.harness.controller_playbook import ROOT, Run, empty_moto, inventory_copy, run_playbook
-from tests.harness.moto_ec2 import FAKE_CREDENTIALS, REGION
+from tests.harness.iam_policy import UnsupportedPolicy
+from tests.harness.iam_policy import denies_everyone as denied
+from tests.harness.moto_ec2 import aws_client
 
 PLAYBOOK = "backup_storage.yml"
 STAGE = ROOT / "inventories" / "stage"
@@ -35,19 +35,9 @@ RETENTION = STORAGE["clinic_backup_retention_days"]
 ALIAS = STORAGE["clinic_kms_key_alias"]
 
 
-def client(env: dict[str, str], service: str) -> Any:
-    return boto3.client(
-        service,
-        region_name=REGION,
-        endpoint_url=env["AWS_ENDPOINT_URL"],
-        aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-    )
-
-
 def create_key(env: dict[str, str], alias: str) -> dict[str, str]:
     """A customer managed key with its alias, as the environment's account holds it."""
-    kms = client(env, "kms")
+    kms = aws_client(env, "kms")
     metadata = kms.create_key(Description=f"clinic {alias}")["KeyMetadata"]
     kms.create_alias(AliasName=alias, TargetKeyId=metadata["KeyId"])
     return {"arn": metadata["Arn"], "id": metadata["KeyId"]}
@@ -66,7 +56,7 @@ def converged() -> Iterator[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def s3(converged: dict[str, Any]) -> Any:
-    return client(converged["env"], "s3")
+    return aws_client(converged["env"], "s3")
 
 
 def test_first_run_converges_and_second_run_changes_nothing(converged: dict[str, Any]) -> None:
@@ -144,45 +134,6 @@ def test_every_environment_sets_a_retention_the_playbook_accepts() -> None:
 # --- The bucket policy (moto stores it but never enforces it) ---------------------------------
 
 
-def _values(value: Any) -> list[str]:
-    return [str(v) for v in (value if isinstance(value, list) else [value])]
-
-
-def condition_holds(operator: str, key: str, expected: Any, context: dict[str, str]) -> bool:
-    """One condition key of an IAM policy statement against a request context."""
-    present = key in context
-    if operator == "Bool":
-        return present and context[key].lower() in [v.lower() for v in _values(expected)]
-    if operator == "StringEquals":
-        return present and context[key] in _values(expected)
-    if operator in ("StringNotEquals", "StringNotEqualsIfExists"):
-        # A negated operator matches a request without the key, ...IfExists or not.
-        return not present or context[key] not in _values(expected)
-    if operator == "Null":
-        (wanted,) = _values(expected)
-        return (not present) if wanted.lower() == "true" else present
-    raise AssertionError(f"condition operator {operator} is not known to this evaluator")
-
-
-def denied(policy: dict[str, Any], action: str, resource: str, context: dict[str, str]) -> bool:
-    """True when a Deny statement of the bucket policy matches the request."""
-    for statement in policy["Statement"]:
-        assert statement["Effect"] == "Deny", "the bucket policy only denies"
-        assert statement["Principal"] == "*"
-        actions = _values(statement["Action"])
-        if not any(fnmatch.fnmatchcase(action.lower(), a.lower()) for a in actions):
-            continue
-        if not any(fnmatch.fnmatchcase(resource, r) for r in _values(statement["Resource"])):
-            continue
-        if all(
-            condition_holds(operator, key, expected, context)
-            for operator, keys in statement.get("Condition", {}).items()
-            for key, expected in keys.items()
-        ):
-            return True
-    return False
-
-
 TLS = {"aws:SecureTransport": "true"}
 PLAIN = {"aws:SecureTransport": "false"}
 SSE = "s3:x-amz-server-side-encryption"
@@ -209,7 +160,7 @@ def test_the_evaluator_refuses_an_operator_it_does_not_know() -> None:
             }
         ]
     }
-    with pytest.raises(AssertionError, match="IpAddress"):
+    with pytest.raises(UnsupportedPolicy, match="IpAddress"):
         denied(policy, "s3:GetObject", "arn:aws:s3:::b/k", TLS)
 
 
@@ -337,4 +288,4 @@ def test_bad_input_fails_with_a_clear_message_before_any_change(
     assert "Nothing was changed." in " ".join(run.output.split())
     assert run.recap["changed"] == 0
     assert not any(task.startswith(("Set up the buckets", "Expire", "Move")) for task in run.tasks)
-    assert client(empty_account, "s3").list_buckets()["Buckets"] == []
+    assert aws_client(empty_account, "s3").list_buckets()["Buckets"] == []

@@ -22,7 +22,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 import requests
 import yaml
@@ -30,7 +29,7 @@ from botocore.exceptions import ClientError
 
 from plugins.filter.security_group_rules import security_group_rules
 from tests.harness.iam_policy import allows
-from tests.harness.moto_ec2 import FAKE_CREDENTIALS, REGION, moto_environment
+from tests.harness.moto_ec2 import REGION, aws_client, moto_environment
 
 ROOT = Path(__file__).resolve().parents[2]
 ANSIBLE_PLAYBOOK = str(Path(sys.executable).parent / "ansible-playbook")
@@ -47,16 +46,6 @@ def facts(env: str) -> dict[str, Any]:
 
 
 STAGE, PROD = facts("stage"), facts("prod")
-
-
-def client(env: dict[str, str], service: str, **credentials: str) -> Any:
-    credentials = credentials or {
-        "aws_access_key_id": FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        "aws_secret_access_key": FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-    }
-    return boto3.client(
-        service, region_name=REGION, endpoint_url=env["AWS_ENDPOINT_URL"], **credentials
-    )
 
 
 def run(env: dict[str, str], inventory: str, *args: str) -> tuple[int, str]:
@@ -85,7 +74,7 @@ def flat(output: str) -> str:
 
 def seed_environment(env: dict[str, str], values: dict[str, Any]) -> dict[str, str]:
     """The VPC (tagged Project and Environment) and the KMS key an environment's account holds."""
-    ec2, kms = client(env, "ec2"), client(env, "kms")
+    ec2, kms = aws_client(env, "ec2"), aws_client(env, "kms")
     tags = [
         {"Key": "Project", "Value": "clinic"},
         {"Key": "Environment", "Value": values["clinic_env"]},
@@ -101,7 +90,7 @@ def seed_environment(env: dict[str, str], values: dict[str, Any]) -> dict[str, s
 
 def seed_objects(env: dict[str, str]) -> None:
     """Buckets with an object under each prefix a test request reads, and the SSM parameters."""
-    s3, ssm = client(env, "s3"), client(env, "ssm")
+    s3, ssm = aws_client(env, "s3"), aws_client(env, "ssm")
     for values in (STAGE, PROD):
         for bucket in ("clinic_artifact_bucket", "clinic_backup_bucket"):
             s3.create_bucket(
@@ -119,7 +108,7 @@ def seed_objects(env: dict[str, str]) -> None:
 
 
 def account_is_empty(env: dict[str, str]) -> bool:
-    iam, ec2 = client(env, "iam"), client(env, "ec2")
+    iam, ec2 = aws_client(env, "iam"), aws_client(env, "ec2")
     groups = ec2.describe_security_groups()["SecurityGroups"]
     return (
         not iam.list_roles()["Roles"]
@@ -180,7 +169,7 @@ def aws() -> Iterator[dict[str, Any]]:
 
 
 def policy_of(aws: dict[str, Any], name: str) -> dict[str, Any]:
-    iam = client(aws["env"], "iam")
+    iam = aws_client(aws["env"], "iam")
     assert iam.list_role_policies(RoleName=name)["PolicyNames"] == [name]
     assert iam.list_attached_role_policies(RoleName=name)["AttachedPolicies"] == []
     return iam.get_role_policy(RoleName=name, PolicyName=name)["PolicyDocument"]
@@ -248,7 +237,7 @@ def test_check_mode_on_the_converged_state_is_clean(aws: dict[str, Any]) -> None
 
 
 def test_roles_are_for_ec2_and_have_their_instance_profiles(aws: dict[str, Any]) -> None:
-    iam = client(aws["env"], "iam")
+    iam = aws_client(aws["env"], "iam")
     for env in ("stage", "prod"):
         for tier in ("app", "mongodb"):
             name = f"clinic-{env}-{tier}"
@@ -263,7 +252,7 @@ def test_roles_are_for_ec2_and_have_their_instance_profiles(aws: dict[str, Any])
 
 
 def ingress(aws: dict[str, Any], name: str) -> dict[tuple[str, int, int], set[str]]:
-    ec2 = client(aws["env"], "ec2")
+    ec2 = aws_client(aws["env"], "ec2")
     filters = [{"Name": "group-name", "Values": [name]}]
     (group,) = ec2.describe_security_groups(Filters=filters)["SecurityGroups"]
     env = name.split("-")[1]
@@ -451,10 +440,10 @@ def s3_get(s3: Any, bucket: str, key: str) -> bool:
 def test_moto_enforces_the_app_role_on_s3(aws: dict[str, Any]) -> None:
     env = aws["env"]
     role = f"arn:aws:iam::{ACCOUNT}:role/clinic-stage-app"
-    credentials = client(env, "sts").assume_role(RoleArn=role, RoleSessionName="i-0test")[
+    credentials = aws_client(env, "sts").assume_role(RoleArn=role, RoleSessionName="i-0test")[
         "Credentials"
     ]
-    s3 = client(
+    s3 = aws_client(
         env,
         "s3",
         aws_access_key_id=credentials["AccessKeyId"],

@@ -7,7 +7,14 @@ from typing import Any
 
 import pytest
 
-from tests.harness.iam_policy import Decision, Request, UnsupportedPolicy, allows, evaluate
+from tests.harness.iam_policy import (
+    Decision,
+    Request,
+    UnsupportedPolicy,
+    allows,
+    denies_everyone,
+    evaluate,
+)
 
 BUCKET = "arn:aws:s3:::clinic-stage-artifacts-ap-south-1"
 PARAMETER = "arn:aws:ssm:ap-south-1:123456789012:parameter"
@@ -191,3 +198,31 @@ def test_multi_valued_keys_need_a_qualifier() -> None:
 def test_what_is_not_implemented_is_refused(statement: dict[str, Any]) -> None:
     with pytest.raises(UnsupportedPolicy):
         evaluate([policy(statement)], Request("s3:GetObject", "arn:aws:s3:::b/x", {"k": "0"}))
+
+
+def test_resource_policy_denies_for_everyone_only() -> None:
+    guard = {
+        "Statement": [
+            {
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:*",
+                "Resource": "arn:aws:s3:::b/*",
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+            }
+        ]
+    }
+    assert denies_everyone(
+        guard, "s3:GetObject", "arn:aws:s3:::b/k", {"aws:SecureTransport": "false"}
+    )
+    assert not denies_everyone(
+        guard, "s3:GetObject", "arn:aws:s3:::b/k", {"aws:SecureTransport": "true"}
+    )
+    assert not denies_everyone(
+        guard, "s3:GetObject", "arn:aws:s3:::other/k", {"aws:SecureTransport": "false"}
+    )
+    grant = {
+        "Statement": [{"Effect": "Allow", "Principal": "*", "Action": "s3:*", "Resource": "*"}]
+    }
+    with pytest.raises(UnsupportedPolicy, match="Principal"):
+        denies_everyone(grant, "s3:GetObject", "arn:aws:s3:::b/k")

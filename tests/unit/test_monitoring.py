@@ -11,12 +11,11 @@ import secrets
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 import yaml
 
 from tests.harness.controller_playbook import ROOT, Run, empty_moto, run_playbook
-from tests.harness.moto_ec2 import FAKE_CREDENTIALS, REGION, clinic_tags, launch
+from tests.harness.moto_ec2 import aws_client, clinic_tags, launch
 
 PLAYBOOK = "monitoring.yml"
 STAGE = ROOT / "inventories" / "stage"
@@ -25,22 +24,14 @@ PARAMETER = "/clinic/stage/monitoring/webhook_url"
 AGENT = ROOT / "roles" / "cloudwatch_agent"
 
 
-def client(env: dict[str, str], service: str) -> Any:
-    return boto3.client(
-        service,
-        region_name=REGION,
-        endpoint_url=env["AWS_ENDPOINT_URL"],
-        aws_access_key_id=FAKE_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=FAKE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+def put_webhook(env: dict[str, str], value: str, name: str = PARAMETER) -> None:
+    aws_client(env, "ssm").put_parameter(
+        Name=name, Value=value, Type="SecureString", Overwrite=True
     )
 
 
-def put_webhook(env: dict[str, str], value: str, name: str = PARAMETER) -> None:
-    client(env, "ssm").put_parameter(Name=name, Value=value, Type="SecureString", Overwrite=True)
-
-
 def alarms(env: dict[str, str]) -> dict[str, dict[str, Any]]:
-    pages = client(env, "cloudwatch").get_paginator("describe_alarms").paginate()
+    pages = aws_client(env, "cloudwatch").get_paginator("describe_alarms").paginate()
     return {a["AlarmName"]: a for page in pages for a in page["MetricAlarms"]}
 
 
@@ -52,7 +43,7 @@ def dimensions(alarm_or_metric: dict[str, Any]) -> dict[str, str]:
 def converged() -> Iterator[dict[str, Any]]:
     """Stage's fleet and webhook in moto, then the playbook: first run, -vvv second run, --check."""
     with empty_moto() as env:
-        ec2 = client(env, "ec2")
+        ec2 = aws_client(env, "ec2")
         mongodb = launch(ec2, clinic_tags("stage", "mongodb"), 2)
         asg_tags = clinic_tags("stage", "app") | {"aws:autoscaling:groupName": "clinic-stage-app"}
         (app,) = launch(ec2, asg_tags, 1)
@@ -91,7 +82,7 @@ def held(converged: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def topic_arn(converged: dict[str, Any]) -> str:
-    topics = client(converged["env"], "sns").list_topics()["Topics"]
+    topics = aws_client(converged["env"], "sns").list_topics()["Topics"]
     (arn,) = [t["TopicArn"] for t in topics if t["TopicArn"].endswith(":clinic-stage-alarms")]
     return arn
 
@@ -120,7 +111,7 @@ def test_the_webhook_url_never_appears_in_the_output(converged: dict[str, Any]) 
 def test_the_topic_has_exactly_the_webhook_subscription(
     converged: dict[str, Any], topic_arn: str
 ) -> None:
-    sns = client(converged["env"], "sns")
+    sns = aws_client(converged["env"], "sns")
     subscriptions = sns.list_subscriptions_by_topic(TopicArn=topic_arn)["Subscriptions"]
     assert [(s["Protocol"], s["Endpoint"]) for s in subscriptions] == [
         ("https", converged["webhook"])
@@ -285,7 +276,7 @@ def test_disk_alarms_query_the_fullest_filesystem_of_each_instance(
 
 def test_the_alarms_of_an_instance_that_is_gone_are_deleted(converged: dict[str, Any]) -> None:
     env, gone = converged["env"], converged["mongodb"][0]
-    client(env, "ec2").terminate_instances(InstanceIds=[gone])
+    aws_client(env, "ec2").terminate_instances(InstanceIds=[gone])
     run = run_playbook(PLAYBOOK, STAGE, env, "-e", f"clinic_alb_dimension={ALB}")
     assert run.returncode == 0, run.output
     after = alarms(env)
@@ -376,7 +367,7 @@ def test_bad_input_fails_with_a_clear_message_before_any_change(
     empty_account: dict[str, str], case: str
 ) -> None:
     extra, webhook, message = BAD_INPUT[case]
-    ssm = client(empty_account, "ssm")
+    ssm = aws_client(empty_account, "ssm")
     if webhook is None:
         ssm.delete_parameters(Names=[OTHER_PARAMETER])
     else:
@@ -396,7 +387,7 @@ def test_bad_input_fails_with_a_clear_message_before_any_change(
     assert run.recap["changed"] == 0
     if webhook is not None:
         assert webhook not in run.output, "the webhook URL leaked"
-    assert client(empty_account, "sns").list_topics()["Topics"] == []
+    assert aws_client(empty_account, "sns").list_topics()["Topics"] == []
     assert alarms(empty_account) == {}
 
 
@@ -404,7 +395,7 @@ def test_a_check_run_before_the_first_run_reports_what_it_would_create(
     empty_account: dict[str, str],
 ) -> None:
     put_webhook(empty_account, "https://hooks.example.invalid/first", OTHER_PARAMETER)
-    launch(client(empty_account, "ec2"), clinic_tags("stage", "mongodb"), 1)
+    launch(aws_client(empty_account, "ec2"), clinic_tags("stage", "mongodb"), 1)
     run = run_playbook(
         PLAYBOOK,
         STAGE,
@@ -418,7 +409,7 @@ def test_a_check_run_before_the_first_run_reports_what_it_would_create(
     assert run.returncode == 0, run.output
     assert run.recap["changed"] == 2, "the topic it would create, then the alarms"
     assert "Report the alarm topic that a real run would create" in run.tasks
-    assert client(empty_account, "sns").list_topics()["Topics"] == []
+    assert aws_client(empty_account, "sns").list_topics()["Topics"] == []
     assert alarms(empty_account) == {}
 
 
