@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from lab import aws, settings
+from tests.harness import apt_repo
 from tests.harness.moto_ec2 import inventory_file, list_inventory, moto_environment
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,6 +74,14 @@ def test_mongodb_comes_from_the_lab_apt_repository() -> None:
     assert inputs["mongodb_replicaset_repo_key_url"].startswith(
         inputs["mongodb_replicaset_repo_url"]
     )
+
+
+def test_the_cloudwatch_agent_comes_from_the_lab_apt_repository() -> None:
+    inputs = settings.group_vars("cloudwatch")
+    assert inputs["cloudwatch_agent_install_method"] == "apt"
+    assert inputs["cloudwatch_agent_version"] == apt_repo.CLOUDWATCH_AGENT_VERSION
+    assert inputs["cloudwatch_agent_repo_url"] == f"http://{LAB.apt_repo_address}"
+    assert inputs["cloudwatch_agent_repo_key_url"].startswith(inputs["cloudwatch_agent_repo_url"])
 
 
 def test_every_ssm_parameter_the_wiring_reads_is_seeded() -> None:
