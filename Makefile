@@ -11,7 +11,7 @@ SCENARIOS := $(sort $(patsubst molecule/%/molecule.yml,%,$(wildcard molecule/*/m
 SCENARIO ?=
 COLLECTION := .ansible/collections/ansible_collections/clinic/infra/MANIFEST.json
 
-.PHONY: help test lint unit mongosh molecule bench bench-hardening bench-inventory lab lab-down lab-deploy images docker clean-harness venv docs
+.PHONY: help test lint unit mongosh molecule bench bench-hardening bench-inventory bench-deploy bench-lab lab lab-down lab-deploy images docker clean-harness venv docs
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -66,10 +66,17 @@ molecule: venv images clean-harness ## One scenario (SCENARIO=name) or all of th
 	  molecule test -s $$s || exit 1; \
 	done
 
-bench: bench-hardening bench-inventory ## Every benchmark; each prints key=value figures on its last line
+bench: bench-hardening bench-inventory bench-deploy bench-lab ## Every benchmark; each prints key=value figures on its last line
 
 bench-hardening: venv images clean-harness ## Lynis before/after, converge and no-op re-run times
 	bash tests/bench/hardening.sh
+
+bench-deploy: venv images clean-harness ## Rolling deploy 1.0.0 -> 2.0.0 under 60 requests/s through HAProxy
+	bash tests/bench/deploy.sh
+
+bench-lab: venv docker ## make lab from nothing, then the no-op re-run: times, changed, tasks per second
+	CLINIC_IMAGE_RELEASES=bookworm bash tests/harness/build-images.sh
+	python -m tests.bench.lab
 
 bench-inventory: venv ## ansible-inventory time for 1,000 instances in moto
 	python -m tests.bench.inventory
