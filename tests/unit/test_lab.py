@@ -80,7 +80,13 @@ def test_the_cloudwatch_agent_comes_from_the_lab_apt_repository() -> None:
     inputs = settings.group_vars("cloudwatch")
     assert inputs["cloudwatch_agent_install_method"] == "apt"
     assert inputs["cloudwatch_agent_version"] == apt_repo.CLOUDWATCH_AGENT_VERSION
-    assert inputs["cloudwatch_agent_repo_url"] == f"http://{LAB.apt_repo_address}"
+    # The repository container by name (services.yml names it <scenario>-apt): the MongoDB members
+    # name it by address, and apt refuses one source URI with two keyrings (each role has its own).
+    assert inputs["cloudwatch_agent_repo_url"] == "http://lab-apt"
+    mongodb = yaml.safe_load(
+        (settings.INVENTORY_DIR / "group_vars" / "role_mongodb" / "mongodb.yml").read_text()
+    )
+    assert mongodb["mongodb_replicaset_repo_url"] != inputs["cloudwatch_agent_repo_url"]
     assert inputs["cloudwatch_agent_repo_key_url"].startswith(inputs["cloudwatch_agent_repo_url"])
 
 
