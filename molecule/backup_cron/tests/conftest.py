@@ -5,7 +5,8 @@ primary bk1 and its hidden member bk2, the drill's target bk-restore, with the a
 from SSM like the playbooks read them. AWS is moto at AWS_ENDPOINT_URL (the network's gateway).
 
 The modules run in a fixed order (MODULE_ORDER): bad input, which must change nothing, first; then
-the backups; the failure paths; the restore drill last, after more writes to the source.
+the backups; the failure paths; the systemd timer option (which ends on cron again); the restore
+drill last, after more writes to the source.
 """
 
 from __future__ import annotations
@@ -34,7 +35,13 @@ BACKUP_MEMBER = "172.30.46.12"
 TARGET = "172.30.46.21"
 PATIENTS = 40
 VISITS = 25
-MODULE_ORDER = ("test_bad_input", "test_backup", "test_failures", "test_restore_drill")
+MODULE_ORDER = (
+    "test_bad_input",
+    "test_backup",
+    "test_failures",
+    "test_scheduler",
+    "test_restore_drill",
+)
 BACKUP = "runuser -u clinic-backup -- /usr/local/sbin/clinic-backup"
 AUDIT_EXPORT = "runuser -u clinic-backup -- /usr/local/sbin/clinic-audit-export"
 ROOT = Path(__file__).resolve().parents[3]
