@@ -15,6 +15,7 @@ from conftest import (
     TARGET_ENV,
     latest,
     metric_points,
+    secret,
 )
 from pymongo import MongoClient
 
@@ -47,7 +48,7 @@ def drill(
     )
     source["clinic"]["visits"].delete_many({"_id": {"$lt": 5}})
     started = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=2)
-    result = ansible_playbook(DRILL, *DRILL_ARGS)
+    result = ansible_playbook(DRILL, *DRILL_ARGS, "-vvv")
     return {"result": result, "manifest": manifest, "pointer": pointer, "started": started}
 
 
@@ -58,6 +59,12 @@ def test_the_drill_succeeds_and_prints_its_report(drill: dict[str, Any], tail: A
     assert f"sha256 {drill['pointer']['sha256']}" in result.stdout
     assert "RTO: " in result.stdout
     assert "MISMATCH" not in result.stdout
+
+
+def test_the_verbose_drill_shows_no_secret(drill: dict[str, Any]) -> None:
+    output = drill["result"].stdout + drill["result"].stderr
+    assert secret(TARGET_ENV, "admin_password") not in output
+    assert "X-Amz-Signature" not in output, "the presigned URL of the archive was logged"
 
 
 def test_counts_are_the_manifests_not_the_sources_later_ones(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from conftest import ROOT
+from conftest import ENV, ROOT, secret
 from testinfra.host import Host
 
 BACKUP_PLAYBOOK = str(ROOT / "playbooks" / "backup.yml")
@@ -28,8 +28,10 @@ def test_systemd_timers_replace_cron_and_back(
     last = json.loads(bk2.file("/var/log/clinic-backup/backup.log").content_string.splitlines()[-1])
     assert last["event"] == "succeeded"
 
-    cron = ansible_playbook(BACKUP_PLAYBOOK)
+    # Back to cron in a verbose run, which must not show the backup user's password.
+    cron = ansible_playbook(BACKUP_PLAYBOOK, "-vvv")
     assert cron.returncode == 0, tail(cron)
+    assert secret(ENV, "backup_password") not in cron.stdout + cron.stderr
     assert bk2.file("/etc/cron.d/clinic-backup").exists
     for job in JOBS:
         for unit in ("timer", "service"):
