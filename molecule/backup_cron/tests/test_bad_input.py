@@ -20,6 +20,10 @@ BACKUP_PLAYBOOK = str(ROOT / "playbooks" / "backup.yml")
         ),
         ("backup_cron_kms_key_alias=", "customer managed key alias 'alias/<name>' (got '')"),
         ("backup_cron_kms_key_alias=clinic-molecule", "(got 'clinic-molecule')"),
+        (
+            "backup_cron_kms_key_alias=alias/clinic-absent",
+            "alias/clinic-absent does not exist in ap-south-1",
+        ),
         ("backup_cron_local_keep=-1", "0 to 30 (got -1)"),
         ("backup_cron_local_keep=forever", "backup_cron_local_keep"),
         ("backup_cron_timeout_seconds=5", "backup_cron_timeout_seconds at least 60 (got 5)"),
@@ -29,6 +33,7 @@ BACKUP_PLAYBOOK = str(ROOT / "playbooks" / "backup.yml")
         "bad-audit-bucket",
         "no-key-alias",
         "alias-without-prefix",
+        "absent-key-alias",
         "negative-retention",
         "retention-not-a-number",
         "short-timeout",

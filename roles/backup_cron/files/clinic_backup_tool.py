@@ -3,7 +3,7 @@
 Sub-commands (each prints its result on stdout and exits non-zero with a reason on stderr):
   member-state URI          hello of the member: PRIMARY, SECONDARY or OTHER (no authentication)
   manifest ARCHIVE ...      the manifest JSON of a `mongodump --oplog --gzip --archive` file
-  check-head HEAD_JSON ...  an uploaded object's head-object reply against what was uploaded
+  check-head REPLY_JSON ... a head-object (or put-object) reply against what was uploaded
   audit-export ...          one UTC day of audit records as gzipped JSON lines
 
 The archive reader follows the mongo-tools archive format: a magic number, a prelude (header and
@@ -223,7 +223,7 @@ def cmd_check_head(args: argparse.Namespace) -> None:
     key = head.get("SSEKMSKeyId")
     if key not in args.key_id:
         problems.append(f"SSEKMSKeyId is {key!r}, not the key {args.key_id[0]}")
-    if int(head.get("ContentLength", -1)) != args.bytes:
+    if args.bytes is not None and int(head.get("ContentLength", -1)) != args.bytes:
         problems.append(f"ContentLength is {head.get('ContentLength')}, {args.bytes} were uploaded")
     if args.sha256 and head.get("Metadata", {}).get("sha256") != args.sha256:
         problems.append("the sha256 metadata differs from the uploaded file's")
@@ -299,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest.set_defaults(run=cmd_manifest)
     head = sub.add_parser("check-head")
     head.add_argument("head_json")
-    head.add_argument("--bytes", type=int, required=True)
+    head.add_argument("--bytes", type=int, default=None)
     head.add_argument("--sha256", default="")
     head.add_argument("--key-id", action="append", required=True)
     head.set_defaults(run=cmd_check_head)

@@ -86,15 +86,14 @@ refuse_root() {
   fi
 }
 
-# kms_key_ids: the key ARN and id behind KMS_KEY_ALIAS (fails when the alias does not exist).
-kms_key_ids() {
-  KEY_ARN=$(aws_api kms describe-key --key-id "$KMS_KEY_ALIAS" --query KeyMetadata.Arn --output text 2>&1) \
-    || fail "KMS key $KMS_KEY_ALIAS cannot be described: $KEY_ARN"
-  KEY_ID=${KEY_ARN##*/}
-}
+# The key ARN and id behind KMS_KEY_ALIAS, as the role looked them up (the hosts need no KMS
+# rights beyond what S3 uses on their behalf).
+KEY_ARN=$KMS_KEY_ARN
+KEY_ID=${KEY_ARN##*/}
 
 # put_verified BUCKET FILE KEY: upload with SSE-KMS and the file's sha256 as metadata, then check
-# with head-object that S3 holds it encrypted with the key, with the right size and digest.
+# with head-object that S3 holds it encrypted with the key, with the right size and digest (the
+# backup prefix is readable by the hosts).
 put_verified() {
   local bucket=$1 file=$2 key=$3 sha bytes out head
   sha=$(sha256sum "$file" | cut -d' ' -f1)
@@ -108,4 +107,18 @@ put_verified() {
   out=$("$PY" "$TOOL" check-head "$head" --bytes "$bytes" --sha256 "$sha" --key-id "$KEY_ARN" \
     --key-id "$KEY_ID" 2>&1) || fail "s3://$bucket/$key does not verify: $out"
   rm -f "$head"
+}
+
+# put_write_only BUCKET FILE KEY: one put-object with SSE-KMS for a prefix the hosts may write but
+# not read (audit/): S3's reply to the put itself must report aws:kms with the key.
+put_write_only() {
+  local bucket=$1 file=$2 key=$3 sha reply out
+  sha=$(sha256sum "$file" | cut -d' ' -f1)
+  reply=$(mktemp)
+  out=$(aws_s3 s3api put-object --bucket "$bucket" --key "$key" --body "$file" \
+    --server-side-encryption aws:kms --ssekms-key-id "$KEY_ARN" --metadata "sha256=$sha" \
+    --output json 2>&1 >"$reply") || fail "upload of s3://$bucket/$key failed: $out"
+  out=$("$PY" "$TOOL" check-head "$reply" --key-id "$KEY_ARN" --key-id "$KEY_ID" 2>&1) \
+    || fail "s3://$bucket/$key was not stored as asked: $out"
+  rm -f "$reply"
 }
