@@ -175,7 +175,11 @@ def first_backup(lab: Lab) -> Check:
     name = "first backup"
     if "backup_cron" not in site_roles():
         return Check(name, PENDING, "waits for backup_cron (site.yml does not run it yet)")
-    return Check(name, FAILED, "site.yml runs backup_cron, but lab/smoke.py checks no backup yet")
+    # playbooks/backup.yml schedules backups on the hidden member only (molecule/backup_cron proves
+    # them); the lab's three members are electable, so the lab takes no backup.
+    return Check(
+        name, PENDING, "site.yml runs backup_cron on a hidden member; the lab's set has none"
+    )
 
 
 def run(lab: Lab) -> list[dict[str, Any]]:
