@@ -18,7 +18,8 @@ import time
 from lab.settings import ROOT, STATE_FILE
 
 RECAP = re.compile(
-    r"^\S+\s+:\s+ok=(\d+)\s+changed=\d+\s+unreachable=\d+\s+failed=(\d+)\s+skipped=(\d+)"
+    r"^\S+\s+:\s+ok=(\d+)\s+changed=\d+\s+unreachable=\d+\s+failed=(\d+)\s+skipped=(\d+)",
+    re.MULTILINE,
 )
 
 
