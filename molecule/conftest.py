@@ -34,6 +34,24 @@ except (TimeoutError, socket.timeout):
 """
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run a scenario's test modules in the order its conftest names in MODULE_ORDER (modules it
+    does not name last), whatever order the files were given in."""
+    orders = {
+        Path(plugin.__file__).parent: plugin.MODULE_ORDER
+        for plugin in config.pluginmanager.get_plugins()
+        if hasattr(plugin, "MODULE_ORDER") and getattr(plugin, "__file__", None)
+    }
+    for here, order in orders.items():
+        slots = [index for index, item in enumerate(items) if item.path.parent == here]
+
+        def rank(item: pytest.Item, order: tuple[str, ...] = order) -> int:
+            return order.index(item.path.stem) if item.path.stem in order else len(order)
+
+        for index, item in zip(slots, sorted((items[i] for i in slots), key=rank), strict=True):
+            items[index] = item
+
+
 @pytest.fixture(scope="session")
 def host_named() -> Callable[[str], Host]:
     """Return the testinfra host of a container of the scenario."""

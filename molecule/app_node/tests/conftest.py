@@ -63,19 +63,6 @@ NODES = (Node("app1", "172.30.45.11"), Node("app2", "172.30.45.12"))
 NODE_NAMES = [node.name for node in NODES]
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run this scenario's modules in MODULE_ORDER whatever order the files were given in."""
-    here = Path(__file__).parent
-    slots = [index for index, item in enumerate(items) if item.path.parent == here]
-
-    def rank(item: pytest.Item) -> int:
-        stem = item.path.stem
-        return MODULE_ORDER.index(stem) if stem in MODULE_ORDER else len(MODULE_ORDER)
-
-    for index, item in zip(slots, sorted((items[i] for i in slots), key=rank), strict=True):
-        items[index] = item
-
-
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """A test that takes `node` runs once per API node."""
     if "node" in metafunc.fixturenames:

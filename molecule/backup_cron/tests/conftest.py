@@ -47,19 +47,6 @@ AUDIT_EXPORT = "runuser -u clinic-backup -- /usr/local/sbin/clinic-audit-export"
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run this scenario's modules in MODULE_ORDER whatever order the files were given in."""
-    here = Path(__file__).parent
-    slots = [index for index, item in enumerate(items) if item.path.parent == here]
-
-    def rank(item: pytest.Item) -> int:
-        stem = item.path.stem
-        return MODULE_ORDER.index(stem) if stem in MODULE_ORDER else len(MODULE_ORDER)
-
-    for index, item in zip(slots, sorted((items[i] for i in slots), key=rank), strict=True):
-        items[index] = item
-
-
 def secret(env: str, name: str) -> str:
     ssm = boto3.client("ssm")
     response = ssm.get_parameter(Name=f"/clinic/{env}/mongodb/{name}", WithDecryption=True)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import boto3
@@ -51,19 +50,6 @@ MEMBERS = (
 )
 SPARE = Member("mdb4", "172.30.43.14")
 BY_HOST = {member.host: member for member in (*MEMBERS, SPARE)}
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run this scenario's modules in MODULE_ORDER whatever order the files were given in."""
-    here = Path(__file__).parent
-    slots = [index for index, item in enumerate(items) if item.path.parent == here]
-
-    def rank(item: pytest.Item) -> int:
-        stem = item.path.stem
-        return MODULE_ORDER.index(stem) if stem in MODULE_ORDER else len(MODULE_ORDER)
-
-    for index, item in zip(slots, sorted((items[i] for i in slots), key=rank), strict=True):
-        items[index] = item
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
