@@ -64,6 +64,7 @@ def aws_env() -> Iterator[dict[str, str]]:
 FLEET: list[tuple[tuple[str, ...], dict[str, str]]] = [
     (("stage_app_1", "stage_app_2"), clinic_tags("stage", "app")),
     (("stage_mongodb",), clinic_tags("stage", "mongodb")),
+    (("stage_mongodb_hidden",), {**clinic_tags("stage", "mongodb"), "MongoDBMember": "hidden"}),
     (("stage_no_role",), {"Project": "clinic", "Environment": "stage", "Name": "stray"}),
     (("stage_no_name",), {"Project": "clinic", "Environment": "stage", "Role": "worker"}),
     (("stage_stopped",), clinic_tags("stage", "app")),
@@ -119,7 +120,14 @@ def group_ids(inventory: dict[str, Any], group: str) -> set[str]:
 def test_each_environment_holds_exactly_its_running_instances(
     inventories: dict[str, dict[str, Any]], fleet: dict[str, str]
 ) -> None:
-    stage = {"stage_app_1", "stage_app_2", "stage_mongodb", "stage_no_role", "stage_no_name"}
+    stage = {
+        "stage_app_1",
+        "stage_app_2",
+        "stage_mongodb",
+        "stage_mongodb_hidden",
+        "stage_no_role",
+        "stage_no_name",
+    }
     assert ids_of(inventories["stage"]) == {fleet[k] for k in stage}
     assert ids_of(inventories["prod"]) == {fleet["prod_app"], fleet["prod_mongodb"]}
     assert ids_of(inventories["dev"]) == {fleet["dev_app"]}
@@ -148,12 +156,24 @@ def test_role_groups_hold_the_right_hosts(
 ) -> None:
     stage, prod = inventories["stage"], inventories["prod"]
     assert group_ids(stage, "role_app") == {fleet["stage_app_1"], fleet["stage_app_2"]}
-    assert group_ids(stage, "role_mongodb") == {fleet["stage_mongodb"]}
+    assert group_ids(stage, "role_mongodb") == {
+        fleet["stage_mongodb"],
+        fleet["stage_mongodb_hidden"],
+    }
     assert group_ids(stage, "role_worker") == {fleet["stage_no_name"]}
     assert group_ids(prod, "role_app") == {fleet["prod_app"]}
     assert group_ids(prod, "role_mongodb") == {fleet["prod_mongodb"]}
     assert group_ids(stage, "env_stage") == ids_of(stage)
     assert group_ids(prod, "env_prod") == ids_of(prod)
+
+
+def test_the_member_tagged_hidden_is_the_only_one_in_mongodb_hidden(
+    inventories: dict[str, dict[str, Any]], fleet: dict[str, str]
+) -> None:
+    # group_vars/mongodb_hidden/ makes that member hidden with priority 0: the backup member.
+    assert group_ids(inventories["stage"], "mongodb_hidden") == {fleet["stage_mongodb_hidden"]}
+    assert "mongodb_hidden" not in inventories["prod"]
+    assert "mongodb_hidden" not in inventories["dev"]
 
 
 def test_an_instance_without_a_role_tag_is_in_no_role_group(
@@ -175,7 +195,7 @@ def test_ansible_host_is_the_private_address(
         for variables in hostvars(inventory).values():
             assert variables["ansible_host"] == private_ips[variables["ec2_instance_id"]]
             checked += 1
-    assert checked == 8
+    assert checked == 9
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
