@@ -3,8 +3,10 @@
 Removes the lab first (`python -m lab down`), so the first run converges six fresh hosts (images
 cached). Reads each run's figures from lab/state.json and the site.yml log it names: the wall time
 of `make lab`, site.yml's time, its changed count, and tasks per second (host-task results, i.e.
-ok + skipped + failed over every host, per second of site.yml). Last line:
+ok + skipped + failed over every host, per second of site.yml), and the strategy the lab ran with
+(CLINIC_LAB_STRATEGY=linear measures Ansible's own). Last line:
     lab_first_s=A site_first_s=B lab_rerun_s=C site_rerun_s=D rerun_changed=E tasks_per_s=F
+    strategy=S
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ def main() -> int:
     print(
         f"lab_first_s={first_s:.0f} site_first_s={site_first['seconds']:.0f} "
         f"lab_rerun_s={rerun_s:.0f} site_rerun_s={site_rerun['seconds']:.0f} "
-        f"rerun_changed={site_rerun['changed']} tasks_per_s={tasks_per_s:.1f}"
+        f"rerun_changed={site_rerun['changed']} tasks_per_s={tasks_per_s:.1f} "
+        f"strategy={rerun['strategy']}"
     )
     return 0
 
