@@ -94,11 +94,33 @@ def running_instances(ec2: Any) -> list[dict[str, Any]]:
     return [i for page in pages for r in page["Reservations"] for i in r["Instances"]]
 
 
+def host_tags(host: Host) -> dict[str, str]:
+    """The tags of a host's instance: the project's, its Role and Name, and its lab_tags."""
+    return {t["Key"]: t["Value"] for t in tags(Role=host.role, Name=host.name_tag, **host.tags)}
+
+
+def retag(
+    ec2: Any, instance_id: str, have: dict[str, str], want: dict[str, str], done: Seeded
+) -> None:
+    """Make an instance's tags exactly `want`."""
+    stale = [{"Key": k} for k in have if k not in want]
+    if stale:
+        ec2.delete_tags(Resources=[instance_id], Tags=stale)
+    missing = {k: v for k, v in want.items() if have.get(k) != v}
+    if missing:
+        ec2.create_tags(
+            Resources=[instance_id], Tags=[{"Key": k, "Value": v} for k, v in missing.items()]
+        )
+    if stale or missing:
+        done.created.append(f"retagged {instance_id} ({want['Name']})")
+
+
 def ensure_instances(ec2: Any, hosts: list[Host], subnet_id: str, done: Seeded) -> None:
     """One running instance per host, tagged as a real one, its private address the container's.
 
     An instance whose Name tag no longer matches a host, or whose address or Role changed, is
-    terminated, so the inventory always equals lab/platforms.yml.
+    terminated; one whose other tags changed is retagged. So the inventory always equals
+    lab/platforms.yml.
     """
     wanted = {host.name_tag: host for host in hosts}
     image_id = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
@@ -110,7 +132,9 @@ def ensure_instances(ec2: Any, hosts: list[Host], subnet_id: str, done: Seeded) 
             and instance.get("PrivateIpAddress") == host.address
             and tag.get("Role") == host.role
         ):
-            done.instances[host.container] = instance["InstanceId"]
+            instance_id = instance["InstanceId"]
+            done.instances[host.container] = instance_id
+            retag(ec2, instance_id, tag, host_tags(host), done)
             continue
         ec2.terminate_instances(InstanceIds=[instance["InstanceId"]])
         done.created.append(f"terminated {instance['InstanceId']} ({tag.get('Name', 'no name')})")
@@ -125,7 +149,10 @@ def ensure_instances(ec2: Any, hosts: list[Host], subnet_id: str, done: Seeded) 
             SubnetId=subnet_id,
             PrivateIpAddress=host.address,
             TagSpecifications=[
-                {"ResourceType": "instance", "Tags": tags(Role=host.role, Name=host.name_tag)}
+                {
+                    "ResourceType": "instance",
+                    "Tags": [{"Key": k, "Value": v} for k, v in host_tags(host).items()],
+                }
             ],
         )
         instance_id = reply["Instances"][0]["InstanceId"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +29,13 @@ FAKE_CREDENTIALS = {
 
 @dataclass(frozen=True)
 class Host:
-    """One lab host: its container, its address on clinic-lab and the Role tag of its instance."""
+    """One lab host: its container, its address on clinic-lab, the Role tag of its instance and
+    any other tags it carries (lab_tags: MongoDBMember=hidden for the backup member)."""
 
     container: str
     address: str
     role: str
+    tags: dict[str, str] = field(default_factory=dict)
 
     @property
     def name_tag(self) -> str:
@@ -59,13 +61,14 @@ class Lab:
     subnet: str
     gateway: str
     apt_repo_address: str
+    moto_address: str
     moto_port: int
     secrets: list[Secret]
     deploy_user: str
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.moto_port}"
+        return f"http://{self.moto_address}:{self.moto_port}"
 
     def by_role(self, role: str) -> list[Host]:
         return [host for host in self.hosts if host.role == role]
@@ -77,11 +80,15 @@ def load(path: Path = PLATFORMS_FILE) -> Lab:
     (network,) = {n["name"] for p in platforms for n in p["docker_networks"]}
     (ipam,) = platforms[0]["docker_networks"][0]["ipam_config"]
     return Lab(
-        hosts=[Host(p["name"], p["networks"][0]["ipv4_address"], p["lab_role"]) for p in platforms],
+        hosts=[
+            Host(p["name"], p["networks"][0]["ipv4_address"], p["lab_role"], p.get("lab_tags", {}))
+            for p in platforms
+        ],
         network=network,
         subnet=ipam["subnet"],
         gateway=ipam["gateway"],
         apt_repo_address=data["harness_apt_repo_address"],
+        moto_address=data["harness_moto_address"],
         moto_port=int(data["harness_moto_port"]),
         secrets=[Secret(s["name"], int(s["length"])) for s in data["lab_ssm_secrets"]],
         deploy_user=data["lab_deploy_user"],

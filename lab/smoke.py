@@ -1,12 +1,12 @@
-"""The lab's smoke check: what can be proven about the running platform, and what cannot yet.
-
-A check is `passed`, `failed`, or `not available yet` when the part of the platform it needs does
-not exist in this checkout; a check is never faked. `make lab` fails when any check failed.
+"""The lab's smoke check: a request through the load balancer, the replica set's state and a
+first backup, each against the running platform. A check is `passed` or `failed`, never faked;
+`make lab` fails when any check failed.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import shlex
@@ -17,12 +17,10 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import yaml
-
 from lab import aws
-from lab.settings import ROOT, STATE_DIR, Lab
+from lab.settings import STATE_DIR, Lab, group_vars
 
-PASSED, FAILED, PENDING = "passed", "failed", "not available yet"
+PASSED, FAILED = "passed", "failed"
 LB_HTTP_PORT = 80  # lab/lb.yml
 LB_STATS_PORT = 8404
 # mongodb_replicaset's defaults: the admin user, and the virtualenv holding pymongo on each member.
@@ -43,6 +41,10 @@ print(json.dumps({"set": status["set"], "members": [
 """
 # Direct HTTP to the lab's addresses, whatever proxy the environment names.
 HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+# backup_cron's job as its cron line runs it (as clinic-backup, in a session of its own, not in
+# the deploy user's directory), and the pointer it replaces after each backup.
+BACKUP_COMMAND = "cd / && sudo -n -u clinic-backup /usr/local/sbin/clinic-backup"
+BACKUP_POINTER = "backups/lab/latest"
 
 
 @dataclass
@@ -65,7 +67,9 @@ def get(url: str) -> tuple[int, str]:
         return error.code, error.read().decode(errors="replace")
 
 
-def ssh(lab: Lab, address: str, command: str, stdin: str) -> subprocess.CompletedProcess[str]:
+def ssh(
+    lab: Lab, address: str, command: str, stdin: str, timeout: int = 60
+) -> subprocess.CompletedProcess[str]:
     """A command on a lab host, as the deploy user with the generated key and pinned host keys."""
     ssh_dir = STATE_DIR / "ssh"
     return subprocess.run(
@@ -82,7 +86,7 @@ def ssh(lab: Lab, address: str, command: str, stdin: str) -> subprocess.Complete
         input=stdin,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
         check=False,
     )  # fmt: skip
 
@@ -140,17 +144,6 @@ def load_balancer(lab: Lab) -> Check:
     return Check("load balancer health", PASSED if ok else FAILED, detail)
 
 
-def site_roles() -> set[str]:
-    """Short names of the roles that site.yml applies (through the playbooks it imports)."""
-    names = set()
-    for entry in yaml.safe_load((ROOT / "site.yml").read_text()):
-        imported = entry.get("ansible.builtin.import_playbook")
-        for play in yaml.safe_load((ROOT / imported).read_text()) if imported else []:
-            for role in play.get("roles", []):
-                names.add((role["role"] if isinstance(role, dict) else role).rsplit(".", 1)[-1])
-    return names
-
-
 def request_through_load_balancer(lab: Lab) -> Check:
     """The API answers through HAProxy with the environment's live release."""
     name = "request through the load balancer"
@@ -172,14 +165,51 @@ def request_through_load_balancer(lab: Lab) -> Check:
 
 
 def first_backup(lab: Lab) -> Check:
+    """The backup member (MongoDBMember=hidden) takes a backup as its cron job would, and the new
+    `latest` pointer in the backup bucket names an SSE-KMS archive whose sha256 it records."""
     name = "first backup"
-    if "backup_cron" not in site_roles():
-        return Check(name, PENDING, "waits for backup_cron (site.yml does not run it yet)")
-    # playbooks/backup.yml schedules backups on the hidden member only (molecule/backup_cron proves
-    # them); the lab's three members are electable, so the lab takes no backup.
-    return Check(
-        name, PENDING, "site.yml runs backup_cron on a hidden member; the lab's set has none"
+    members = [h for h in lab.by_role("mongodb") if h.tags.get("MongoDBMember") == "hidden"]
+    if not members:
+        return Check(name, FAILED, "lab/platforms.yml tags no member MongoDBMember=hidden")
+    member = members[0]
+    s3 = aws.client("s3", lab.endpoint)
+    bucket = group_vars("storage")["clinic_backup_bucket"]
+    before = backup_pointer(s3, bucket)
+    result = ssh(lab, member.address, BACKUP_COMMAND, "", timeout=600)
+    events = [line.get("event") for line in json_lines(result.stdout)]
+    if result.returncode or events[-1:] != ["succeeded"]:
+        tail = (result.stdout + result.stderr).strip().splitlines()[-3:]
+        return Check(name, FAILED, f"{member.container}: exit {result.returncode}: {tail}")
+    pointer = backup_pointer(s3, bucket)
+    if pointer is None or pointer == before:
+        return Check(name, FAILED, f"s3://{bucket}/{BACKUP_POINTER} was not replaced")
+    archive = s3.get_object(Bucket=bucket, Key=pointer["archive"])
+    digest = hashlib.sha256(archive["Body"].read()).hexdigest()
+    ok = digest == pointer["sha256"] and archive.get("ServerSideEncryption") == "aws:kms"
+    detail = (
+        f"{member.container}: s3://{bucket}/{pointer['archive']}, {pointer['bytes']} bytes, "
+        f"sha256 {'matches' if digest == pointer['sha256'] else 'DIFFERS'}, "
+        f"encryption {archive.get('ServerSideEncryption', 'none')}"
     )
+    return Check(name, PASSED if ok else FAILED, detail)
+
+
+def backup_pointer(s3: Any, bucket: str) -> dict[str, Any] | None:
+    try:
+        body = s3.get_object(Bucket=bucket, Key=BACKUP_POINTER)["Body"].read()
+    except s3.exceptions.NoSuchKey:
+        return None
+    return dict(json.loads(body))
+
+
+def json_lines(output: str) -> list[dict[str, Any]]:
+    lines = []
+    for line in output.splitlines():
+        try:
+            lines.append(json.loads(line))
+        except ValueError:
+            continue
+    return lines
 
 
 def run(lab: Lab) -> list[dict[str, Any]]:

@@ -118,16 +118,26 @@ def test_every_ssm_parameter_the_wiring_reads_is_seeded() -> None:
 def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     state_dir = tmp_path_factory.mktemp("lab-state")
     with moto_environment() as env:
-        lab = replace(LAB, moto_port=int(env["AWS_ENDPOINT_URL"].rsplit(":", 1)[1]))
+        address, port = env["AWS_ENDPOINT_URL"].removeprefix("http://").rsplit(":", 1)
+        lab = replace(LAB, moto_address=address, moto_port=int(port))
         storage = settings.group_vars("storage")
         first = aws.seed(lab, storage, state_dir)
         second = aws.seed(lab, storage, state_dir)
         _, inventory = list_inventory("lab", env)
+        # The same lab without the hidden member's tag, then as it is again.
+        untagged = replace(lab, hosts=[replace(host, tags={}) for host in lab.hosts])
+        retagged = [aws.seed(untagged, storage, state_dir), aws.seed(lab, storage, state_dir)]
+        tags = {
+            i["InstanceId"]: {t["Key"]: t["Value"] for t in i["Tags"]}
+            for i in aws.running_instances(aws.client("ec2", lab.endpoint))
+        }
         yield {
             "lab": lab,
             "first": first,
             "second": second,
             "inventory": inventory,
+            "retagged": retagged,
+            "tags": tags,
             "dir": state_dir,
         }
 
@@ -168,3 +178,35 @@ def test_the_lab_inventory_finds_the_containers(seeded: dict[str, Any]) -> None:
         assert hostvars[name]["clinic_env"] == "lab"
         assert hostvars[name]["ec2_tags"]["Environment"] == "lab"
     assert len(inventory["env_lab"]["hosts"]) == len(LAB.hosts)
+
+
+def test_the_hidden_member_is_tagged_and_a_changed_tag_is_corrected(
+    seeded: dict[str, Any],
+) -> None:
+    (hidden,) = [h for h in LAB.hosts if h.tags.get("MongoDBMember") == "hidden"]
+    assert hidden.role == "mongodb"
+    instance = seeded["first"].instances[hidden.container]
+    assert seeded["inventory"]["mongodb_hidden"]["hosts"] == [f"{instance}-{hidden.name_tag}"]
+    untagged, tagged_again = seeded["retagged"]
+    assert untagged.instances == tagged_again.instances == seeded["first"].instances
+    assert untagged.created == tagged_again.created == [f"retagged {instance} ({hidden.name_tag})"]
+    assert seeded["tags"][instance]["MongoDBMember"] == "hidden"
+    others = [
+        seeded["tags"][i] for c, i in seeded["first"].instances.items() if c != hidden.container
+    ]
+    assert all("MongoDBMember" not in tags for tags in others)
+
+
+def test_the_backup_member_reaches_moto_on_the_gateway() -> None:
+    path = settings.INVENTORY_DIR / "group_vars" / "role_mongodb" / "backup.yml"
+    inputs = yaml.safe_load(path.read_text())
+    assert LAB.moto_address == LAB.gateway
+    assert inputs["backup_cron_aws_endpoint_url"] == LAB.endpoint
+    bootstrap = yaml.safe_load((ROOT / "lab" / "up.yml").read_text())
+    written = [
+        task["ansible.builtin.copy"]["dest"]
+        for play in bootstrap
+        for task in play.get("tasks", [])
+        if "ansible.builtin.copy" in task
+    ]
+    assert inputs["backup_cron_aws_credentials_file"] in written
