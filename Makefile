@@ -89,6 +89,6 @@ lab-down: venv docker ## Remove the lab: its containers, network, moto server an
 	python -m lab down
 
 VERSION ?=
-lab-deploy: venv ## Rolling deploy of VERSION=... (1.0.0, 2.0.0, broken 3.0.0) to the running lab
+lab-deploy: venv ## Rolling deploy of VERSION=... (1.0.0, 2.0.0, broken 3.0.0 or 4.0.0) to the running lab
 	@test -n "$(VERSION)" || { echo "make lab-deploy: give the release, e.g. make lab-deploy VERSION=2.0.0" >&2; exit 2; }
 	python -m lab deploy $(VERSION)

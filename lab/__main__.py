@@ -4,8 +4,8 @@ up: containers and services (lab/up.yml), moto's EC2/SSM/KMS/S3 (lab/aws.py), th
 `ansible-playbook site.yml -i inventories/lab` over SSH through the aws_ec2 inventory, HAProxy
 (lab/lb.yml), the smoke check (lab/smoke.py) and a summary, also written to lab/state.json.
 deploy VERSION: `ansible-playbook playbooks/deploy.yml -i inventories/lab` for a release of the
-sample API in the lab's artifact bucket (1.0.0, 2.0.0, or 3.0.0 which fails its health check),
-with the checksum published beside it, through HAProxy.
+sample API in the lab's artifact bucket (1.0.0, 2.0.0, 3.0.0 which fails its health check, or 4.0.0
+whose migration fails), with the checksum published beside it, through HAProxy.
 down: every container, network and moto server of the lab, and lab/.state.
 """
 

@@ -191,7 +191,7 @@ def mongo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MongoTarget]:
         local.admin.command("createUser", "admin", pwd=ADMIN_PW, roles=["root"])
         local.close()
         admin = node.client("admin", ADMIN_PW)
-        dbs = ["records_api", "migrate_once", "migrate_fail", "migrate_dry", "cursor"]
+        dbs = ["records_api", "migrate_once", "migrate_fail", "migrate_v4", "migrate_dry", "cursor"]
         roles = [{"role": "readWrite", "db": db} for db in dbs]
         admin.admin.command("createUser", "api", pwd=API_PW, roles=roles)
         admin.clinic.command("createUser", "clinicapp", pwd=CLINIC_PW, roles=["readWrite"])
@@ -232,7 +232,7 @@ def summary(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
 def test_build_is_reproducible(tmp_path: Path) -> None:
     first = build.build(tmp_path / "a")
     second = build.build(tmp_path / "b")
-    assert sorted(first) == VERSIONS == ["1.0.0", "2.0.0", "3.0.0"]
+    assert sorted(first) == VERSIONS == ["1.0.0", "2.0.0", "3.0.0", "4.0.0"]
     for version in VERSIONS:
         data = first[version].read_bytes()
         assert data == second[version].read_bytes(), version
@@ -260,6 +260,11 @@ def test_releases_differ_as_intended(releases: dict[str, Path]) -> None:
         "001-create-records-index.js",
         "002-backfill-record-source.js",
     ]
+    assert sorted(p.name for p in (releases["4.0.0"] / "migrations").iterdir()) == [
+        "001-create-records-index.js",
+        "002-backfill-record-source.js",
+        "003-fail-on-purpose.js",
+    ]
     assert json.loads((releases["1.0.0"] / "package.json").read_text()).get("dependencies") is None
 
 
@@ -282,6 +287,11 @@ def test_cli_builds_only_the_requested_release(tmp_path: Path) -> None:
         ("1.0.0", 200, ["001-create-records-index"]),
         ("2.0.0", 200, ["001-create-records-index", "002-backfill-record-source"]),
         ("3.0.0", 503, ["001-create-records-index", "002-backfill-record-source"]),
+        (
+            "4.0.0",
+            200,
+            ["001-create-records-index", "002-backfill-record-source", "003-fail-on-purpose"],
+        ),
     ],
 )
 def test_health_and_version(
@@ -588,6 +598,37 @@ def test_failing_change_set_exits_non_zero_and_is_not_recorded(
     finally:
         client.close()
     assert recorded == ["001-create-records-index"]
+
+
+def test_release_4_fails_at_its_third_change_set(
+    node: str, releases: dict[str, Path], mongo: MongoTarget
+) -> None:
+    """4.0.0 as shipped: on a new database 001 and 002 are applied and recorded, 003 throws and is
+    not recorded, and the run exits 1; a second run applies nothing again and fails the same way."""
+    uri = mongo.uri("migrate_v4")
+    failures = []
+    for _ in range(2):
+        result = migrate(node, releases["4.0.0"], uri)
+        assert result.returncode == 1, result.stdout + result.stderr
+        failures.append(json.loads(result.stdout.splitlines()[-1]))
+    for failure in failures:
+        assert (failure["level"], failure["msg"], failure["id"]) == (
+            "error",
+            "change set failed",
+            "003-fail-on-purpose",
+        )
+        assert "fails on purpose" in failure["error"], failure
+    assert failures[0]["applied"] == ["001-create-records-index", "002-backfill-record-source"]
+    assert failures[1]["applied"] == []
+    client = admin_client(mongo)
+    try:
+        recorded = list(client.migrate_v4["_migrations"].find({}, sort=[("_id", 1)]))
+    finally:
+        client.close()
+    assert [(d["_id"], d["version"]) for d in recorded] == [
+        ("001-create-records-index", "4.0.0"),
+        ("002-backfill-record-source", "4.0.0"),
+    ]
 
 
 def test_client_follows_cursors_with_get_more(

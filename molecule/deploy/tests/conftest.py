@@ -5,7 +5,9 @@ The modules run in file-name order, each starting from where the one before left
   test_02_rolling     1.0.0 -> 2.0.0 under load through HAProxy; then 2.0.0 again changes nothing
   test_03_guard       with the other node down in HAProxy, a deploy refuses to take a node out
   test_04_broken      3.0.0 under load stops at the first node, which runs 2.0.0 again
-  test_05_alb         2.0.0 -> 1.0.0 through the `alb` adapter against a target group in moto
+  test_05_migration   4.0.0 under load: its failing change set stops the deploy before any node
+                      switches; both nodes stay on 2.0.0 and UP in HAProxy
+  test_06_alb         2.0.0 -> 1.0.0 through the `alb` adapter against a target group in moto
 """
 
 from __future__ import annotations
