@@ -55,7 +55,7 @@ def strategy() -> dict[str, str]:
     """Mitogen's linear strategy unless CLINIC_LAB_STRATEGY names another (linear: Ansible's own).
 
     Same plays, same order, same results; Mitogen keeps one Python interpreter per host and sends
-    modules to it instead of starting Python for every task (README.md: the lab's figures)."""
+    modules to it instead of starting Python for every task (docs/benchmarks.md: make bench-lab)."""
     name = os.environ.get("CLINIC_LAB_STRATEGY", "mitogen_linear")
     if not name.startswith("mitogen"):
         return {"ANSIBLE_STRATEGY": name}
