@@ -14,6 +14,8 @@ LAB_DIR = ROOT / "lab"
 PLATFORMS_FILE = LAB_DIR / "platforms.yml"
 INVENTORY_DIR = ROOT / "inventories" / "lab"
 GROUP_VARS_ALL = INVENTORY_DIR / "group_vars" / "all"
+# Every secret of an environment, named once (clinic_secrets); the lab seeds them under /clinic/lab.
+SECRETS_FILE = ROOT / "group_vars" / "all" / "secrets.yml"
 # Generated material: deploy key, known host keys, secrets, moto's pid file and log, run logs.
 STATE_DIR = LAB_DIR / ".state"
 STATE_FILE = LAB_DIR / "state.json"
@@ -90,9 +92,15 @@ def load(path: Path = PLATFORMS_FILE) -> Lab:
         apt_repo_address=data["harness_apt_repo_address"],
         moto_address=data["harness_moto_address"],
         moto_port=int(data["harness_moto_port"]),
-        secrets=[Secret(s["name"], int(s["length"])) for s in data["lab_ssm_secrets"]],
+        secrets=secrets(),
         deploy_user=data["lab_deploy_user"],
     )
+
+
+def secrets(path: Path = SECRETS_FILE) -> list[Secret]:
+    """The environment's secrets as group_vars/all/secrets.yml names them."""
+    wanted = yaml.safe_load(path.read_text())["clinic_secrets"]
+    return [Secret(s["path"], int(s["length"])) for s in wanted.values()]
 
 
 def group_vars(name: str) -> dict[str, Any]:

@@ -13,12 +13,19 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import boto3
 import pytest
 import testinfra
+import yaml
 from testinfra.host import Host
 
+ROOT = Path(__file__).resolve().parents[1]
 # Scenario tests may use the project's test helpers (tests.harness), wherever pytest runs from.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(ROOT))
+# Every secret of an environment, named once (clinic_secrets); services.yml seeds them in moto.
+SECRETS = yaml.safe_load((ROOT / "group_vars" / "all" / "secrets.yml").read_text())[
+    "clinic_secrets"
+]
 
 PROBE = """
 import socket, sys
@@ -56,6 +63,29 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def host_named() -> Callable[[str], Host]:
     """Return the testinfra host of a container of the scenario."""
     return lambda name: testinfra.get_host(f"docker://{name}")
+
+
+@pytest.fixture(scope="session")
+def secret_names() -> list[str]:
+    """The names of clinic_secrets (group_vars/all/secrets.yml)."""
+    return list(SECRETS)
+
+
+@pytest.fixture(scope="session")
+def secret() -> Callable[..., str]:
+    """The decrypted value of a secret (a name of clinic_secrets, e.g. mongodb_admin_password) of an
+    environment (default: the scenarios' clinic_env, molecule) from SSM: the scenario's moto."""
+    ssm = boto3.client("ssm")
+    cache: dict[str, str] = {}
+
+    def read(name: str, env: str = "molecule") -> str:
+        parameter = f"/clinic/{env}/{SECRETS[name]['path']}"
+        if parameter not in cache:
+            reply = ssm.get_parameter(Name=parameter, WithDecryption=True)
+            cache[parameter] = reply["Parameter"]["Value"]
+        return cache[parameter]
+
+    return read
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ the hosts that lab/aws.py registers in moto, the way `make lab` registers them."
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -88,27 +87,6 @@ def test_the_cloudwatch_agent_comes_from_the_lab_apt_repository() -> None:
     )
     assert mongodb["mongodb_replicaset_repo_url"] != inputs["cloudwatch_agent_repo_url"]
     assert inputs["cloudwatch_agent_repo_key_url"].startswith(inputs["cloudwatch_agent_repo_url"])
-
-
-def test_every_ssm_parameter_the_wiring_reads_is_seeded() -> None:
-    # The wiring files that look parameters up when a play runs on the hosts, and both shapes of
-    # their names: clinic_ssm_prefix ~ '/name' and "{{ clinic_ssm_prefix }}/name".
-    wiring = [
-        path.read_text()
-        for path in (ROOT / "group_vars").rglob("*.yml")
-        if "lookup('amazon.aws.ssm_parameter'" in path.read_text()
-    ]
-    lookups = {
-        name
-        for text in wiring
-        for name in re.findall(r"clinic_ssm_prefix(?: ~ '| }})/([\w/.-]+)", text)
-    }
-    assert lookups, "no SSM lookup found in group_vars: has the wiring changed shape?"
-    # The secrets are seeded from lab/platforms.yml, the live release by lab/aws.py.
-    release = aws.RELEASE_PARAMETER.removeprefix(f"/clinic/{settings.ENVIRONMENT}/")
-    assert lookups == {secret.name for secret in LAB.secrets} | {release}
-    keyfile = next(secret for secret in LAB.secrets if secret.name == "mongodb/keyfile")
-    assert 6 <= keyfile.length <= 1024
 
 
 # --- Against moto --------------------------------------------------------------------------------

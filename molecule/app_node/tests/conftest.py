@@ -21,7 +21,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import boto3
 import pytest
 from testinfra.host import Host
 
@@ -30,10 +29,6 @@ BASE = f"/opt/{SERVICE}"
 PORT = 3000
 HEALTH_PATH = "/healthz"
 LIVE_RELEASE = "1.0.0"
-SECRETS = {
-    "jwt_secret": "/clinic/molecule/app/jwt_secret",
-    "mongodb_password": "/clinic/molecule/app/mongodb_password",
-}
 MODULE_ORDER = (
     "test_service",
     "test_bad_input",
@@ -103,21 +98,6 @@ def served_version(http_get: Callable[..., tuple[int, str]]) -> Callable[[Node],
         return json.loads(body)["version"]
 
     return version
-
-
-@pytest.fixture(scope="session")
-def secret() -> Callable[[str], str]:
-    """The decrypted value of one of SECRETS ('jwt_secret', 'mongodb_password') from SSM (moto)."""
-    ssm = boto3.client("ssm")
-    cache: dict[str, str] = {}
-
-    def read(name: str) -> str:
-        if name not in cache:
-            reply = ssm.get_parameter(Name=SECRETS[name], WithDecryption=True)
-            cache[name] = reply["Parameter"]["Value"]
-        return cache[name]
-
-    return read
 
 
 @pytest.fixture(scope="session")

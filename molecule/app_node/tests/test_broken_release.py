@@ -41,7 +41,7 @@ def test_run_fails_on_each_node_with_the_health_message(broken_run, recap, tail,
 
 def test_failed_run_prints_no_secret(broken_run, secret):  # noqa: ANN001, ANN201
     output = broken_run.stdout + broken_run.stderr
-    for name in ("jwt_secret", "mongodb_password"):
+    for name in ("app_jwt_secret", "mongodb_app_password"):
         assert secret(name) not in output, f"the {name} appears in the output of the failed run"
 
 

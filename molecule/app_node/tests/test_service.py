@@ -83,8 +83,8 @@ def test_env_file_holds_the_secret_from_ssm_readable_by_the_service_only(target,
     env_file = target.file(ENV_FILE)
     assert (env_file.user, env_file.group, env_file.mode) == ("root", SERVICE, 0o640)
     values = env_file_values(target.check_output("cat %s", ENV_FILE))
-    assert values["JWT_SECRET"] == secret("jwt_secret")
-    assert f":{secret('mongodb_password')}@" in values["MONGODB_URI"]
+    assert values["JWT_SECRET"] == secret("app_jwt_secret")
+    assert f":{secret('mongodb_app_password')}@" in values["MONGODB_URI"]
 
 
 def test_current_points_at_the_live_release(target, current):  # noqa: ANN001, ANN201
@@ -101,7 +101,7 @@ def test_requests_are_logged_as_json_without_secrets(node, target, http_get, sec
     last = json.loads(lines[-1])
     assert (last["method"], last["path"], last["status"]) == ("GET", path, 404)
     assert {"time", "level", "msg", "duration_ms"} <= last.keys()
-    for value in (secret("jwt_secret"), secret("mongodb_password")):
+    for value in (secret("app_jwt_secret"), secret("mongodb_app_password")):
         assert not [line for line in lines if value in line]
 
 
@@ -143,7 +143,7 @@ def test_verbose_diff_run_never_prints_a_secret(verbose_run, secret, recap, tail
     written = [c for c in changes(result) if "config | Write the environment file" in c]
     assert len(written) == 2, changes(result)
     output = result.stdout + result.stderr
-    for name in ("jwt_secret", "mongodb_password"):
+    for name in ("app_jwt_secret", "mongodb_app_password"):
         assert secret(name) not in output, f"the {name} appears in the output of a verbose run"
 
 

@@ -15,14 +15,12 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
-import boto3
 import pytest
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
 SET_NAME = "rs0"
 PORT = 27017
-SECRET_PREFIX = "/clinic/molecule/mongodb"
 HEALTHY_STATES = ("PRIMARY", "SECONDARY")
 MODULE_ORDER = (
     "test_bad_input",
@@ -70,24 +68,9 @@ def spare() -> Member:
 
 
 @pytest.fixture(scope="session")
-def secret() -> Callable[[str], str]:
-    """The decrypted value of /clinic/molecule/mongodb/<name> from SSM (moto in the scenario)."""
-    ssm = boto3.client("ssm")
-    cache: dict[str, str] = {}
-
-    def read(name: str) -> str:
-        if name not in cache:
-            reply = ssm.get_parameter(Name=f"{SECRET_PREFIX}/{name}", WithDecryption=True)
-            cache[name] = reply["Parameter"]["Value"]
-        return cache[name]
-
-    return read
-
-
-@pytest.fixture(scope="session")
 def password(secret: Callable[[str], str]) -> Callable[[str], str]:
     """The password of admin, app, backup or monitor."""
-    return lambda user: secret(f"{user}_password")
+    return lambda user: secret(f"mongodb_{user}_password")
 
 
 @pytest.fixture(scope="module")

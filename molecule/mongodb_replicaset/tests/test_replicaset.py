@@ -131,7 +131,7 @@ def test_keyfile_is_the_ssm_secret_readable_by_mongodb_only(host_named, conf, se
     assert keyfile.user == "mongodb"
     # Compared without printing either value: mongod ignores whitespace in a keyFile.
     on_host = "".join(keyfile.content_string.split())
-    same = hmac.compare_digest(on_host, "".join(secret("keyfile").split()))
+    same = hmac.compare_digest(on_host, "".join(secret("mongodb_keyfile").split()))
     assert same, "the keyFile is not the SSM secret"
 
 
