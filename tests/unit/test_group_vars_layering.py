@@ -93,7 +93,7 @@ def test_no_variable_is_defined_in_root_and_inventory_group_vars() -> None:
     # groups (root `all` against an inventory's `role_app` too), since which value wins would then
     # hang on group and playbook precedence rules that no reader should have to work out.
     facts = inventory_trees()
-    assert {tree.parent.name for tree in facts} >= set(ENVIRONMENTS)
+    assert {tree.parent.name for tree in facts} >= {*ENVIRONMENTS, "lab"}
     assert all(vars_files(tree) for tree in facts), "an environment has no group_vars"
     assert vars_files(ROOT / "group_vars"), "the root group_vars tree is empty"
     clashes = overlaps(ROOT / "group_vars", facts)
@@ -101,14 +101,16 @@ def test_no_variable_is_defined_in_root_and_inventory_group_vars() -> None:
     assert not clashes, f"{heading}\n{describe(clashes, ROOT)}"
 
 
-def test_playbook_group_vars_is_the_root_tree() -> None:
-    link = ROOT / "playbooks" / "group_vars"
+@pytest.mark.parametrize("playbooks", ["playbooks", "lab"])
+def test_playbook_group_vars_is_the_root_tree(playbooks: str) -> None:
+    # The lab's own playbooks (lab/up.yml, lab/lb.yml) see the same wiring as playbooks/.
+    link = ROOT / playbooks / "group_vars"
     assert link.is_symlink()
     assert link.readlink() == Path("../group_vars")
     assert link.resolve() == (ROOT / "group_vars").resolve()
 
 
-@pytest.mark.parametrize("env", ENVIRONMENTS)
+@pytest.mark.parametrize("env", [*ENVIRONMENTS, "lab"])
 def test_clinic_env_names_the_inventory_directory(env: str) -> None:
     tree = ROOT / "inventories" / env / "group_vars"
     files = defined_names(tree).get("clinic_env", [])
