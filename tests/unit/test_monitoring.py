@@ -52,7 +52,7 @@ def converged() -> Iterator[dict[str, Any]]:
         (prod,) = launch(ec2, clinic_tags("prod", "mongodb"), 1)
         webhook = f"https://hooks.example.invalid/services/{secrets.token_hex(16)}"
         put_webhook(env, webhook)
-        extra = ("-e", f"clinic_alb_dimension={ALB}")
+        extra = ("-e", f"monitoring_alb_dimension={ALB}")
         runs = {
             "first": run_playbook(PLAYBOOK, STAGE, env, *extra),
             "second": run_playbook(PLAYBOOK, STAGE, env, *extra, "-vvv"),
@@ -105,7 +105,10 @@ def test_the_webhook_url_never_appears_in_the_output(converged: dict[str, Any]) 
     secret_part = converged["webhook"].rsplit("/", 1)[1]
     for name, run in converged["runs"].items():
         assert secret_part not in run.output, f"the webhook URL leaked in the {name} run"
-    assert "Require an HTTPS webhook URL" in converged["runs"]["second"].tasks
+    assert (
+        "clinic.infra.monitoring : webhook | Require an HTTPS webhook URL"
+        in converged["runs"]["second"].tasks
+    )
 
 
 def test_the_topic_has_exactly_the_webhook_subscription(
@@ -277,7 +280,7 @@ def test_disk_alarms_query_the_fullest_filesystem_of_each_instance(
 def test_the_alarms_of_an_instance_that_is_gone_are_deleted(converged: dict[str, Any]) -> None:
     env, gone = converged["env"], converged["mongodb"][0]
     aws_client(env, "ec2").terminate_instances(InstanceIds=[gone])
-    run = run_playbook(PLAYBOOK, STAGE, env, "-e", f"clinic_alb_dimension={ALB}")
+    run = run_playbook(PLAYBOOK, STAGE, env, "-e", f"monitoring_alb_dimension={ALB}")
     assert run.returncode == 0, run.output
     after = alarms(env)
     assert not [name for name in after if gone in name]
@@ -302,49 +305,59 @@ BAD_INPUT: dict[str, tuple[list[str], str | None, str]] = {
     "missing ALB dimension": (
         [],
         "https://hooks.example.invalid/x",
-        "clinic_alb_dimension is not set",
+        "monitoring_alb_dimension is not set",
     ),
     "ALB dimension without id": (
-        ["-e", "clinic_alb_dimension=app/clinic-stage-api"],
+        ["-e", "monitoring_alb_dimension=app/clinic-stage-api"],
         "https://hooks.example.invalid/x",
-        'clinic_alb_dimension is "app/clinic-stage-api"',
+        'monitoring_alb_dimension is "app/clinic-stage-api"',
     ),
     "webhook parameter missing": (
-        ["-e", f"clinic_alb_dimension={ALB}"],
+        ["-e", f"monitoring_alb_dimension={ALB}"],
         None,
         f"The SSM parameter {OTHER_PARAMETER} does not exist or is empty",
     ),
     "webhook not a URL": (
-        ["-e", f"clinic_alb_dimension={ALB}"],
+        ["-e", f"monitoring_alb_dimension={ALB}"],
         "hooks example invalid",
         f"The SSM parameter {OTHER_PARAMETER} does not hold a URL",
     ),
     "webhook over plain HTTP": (
-        ["-e", f"clinic_alb_dimension={ALB}"],
+        ["-e", f"monitoring_alb_dimension={ALB}"],
         "http://hooks.example.invalid/plain",
         f"The webhook URL in {OTHER_PARAMETER} is not https://",
     ),
     "unknown setting": (
-        ["-e", f"clinic_alb_dimension={ALB}", "-e", '{"clinic_monitoring": {"db_cpu_pct": 80}}'],
+        ["-e", f"monitoring_alb_dimension={ALB}", "-e", '{"monitoring_db_cpu_pct": 80}'],
         "https://hooks.example.invalid/x",
-        "unknown: db_cpu_pct",
+        "unknown: monitoring_db_cpu_pct",
+    ),
+    "removed threshold dictionary": (
+        [
+            "-e",
+            f"monitoring_alb_dimension={ALB}",
+            "-e",
+            '{"clinic_monitoring": {"db_cpu_percent": 80}}',
+        ],
+        "https://hooks.example.invalid/x",
+        "clinic_monitoring is no longer read",
     ),
     "percentage above 100": (
-        ["-e", f"clinic_alb_dimension={ALB}", "-e", '{"clinic_monitoring": {"disk_percent": 180}}'],
+        ["-e", f"monitoring_alb_dimension={ALB}", "-e", '{"monitoring_disk_percent": 180}'],
         "https://hooks.example.invalid/x",
-        'clinic_monitoring.disk_percent is "180": it must be a positive number, at most 100',
+        'monitoring_disk_percent is "180": it must be a positive number, at most 100',
     ),
     "period not a multiple of 60": (
-        ["-e", f"clinic_alb_dimension={ALB}", "-e", '{"clinic_monitoring": {"db_cpu_period": 90}}'],
+        ["-e", f"monitoring_alb_dimension={ALB}", "-e", '{"monitoring_db_cpu_period": 90}'],
         "https://hooks.example.invalid/x",
         "a whole multiple of 60 seconds",
     ),
     "window longer than a day": (
         [
             "-e",
-            f"clinic_alb_dimension={ALB}",
+            f"monitoring_alb_dimension={ALB}",
             "-e",
-            '{"clinic_monitoring": {"memory_period": 3000, "memory_periods": 30}}',
+            '{"monitoring_memory_period": 3000, "monitoring_memory_periods": 30}',
         ],
         "https://hooks.example.invalid/x",
         "The memory alarm would evaluate 90000 s",
@@ -352,9 +365,9 @@ BAD_INPUT: dict[str, tuple[list[str], str | None, str]] = {
     "backup window longer than seven days": (
         [
             "-e",
-            f"clinic_alb_dimension={ALB}",
+            f"monitoring_alb_dimension={ALB}",
             "-e",
-            '{"clinic_monitoring": {"backup_missing_hours": 200}}',
+            '{"monitoring_backup_missing_hours": 200}',
         ],
         "https://hooks.example.invalid/x",
         "at most seven days (168 hours)",
@@ -377,7 +390,7 @@ def test_bad_input_fails_with_a_clear_message_before_any_change(
         STAGE,
         empty_account,
         "-e",
-        f"clinic_monitoring_webhook_parameter={OTHER_PARAMETER}",
+        f"monitoring_webhook_parameter={OTHER_PARAMETER}",
         *extra,
     )
     output = " ".join(run.output.split())
@@ -401,14 +414,17 @@ def test_a_check_run_before_the_first_run_reports_what_it_would_create(
         STAGE,
         empty_account,
         "-e",
-        f"clinic_monitoring_webhook_parameter={OTHER_PARAMETER}",
+        f"monitoring_webhook_parameter={OTHER_PARAMETER}",
         "-e",
-        f"clinic_alb_dimension={ALB}",
+        f"monitoring_alb_dimension={ALB}",
         "--check",
     )
     assert run.returncode == 0, run.output
     assert run.recap["changed"] == 2, "the topic it would create, then the alarms"
-    assert "Report the alarm topic that a real run would create" in run.tasks
+    assert (
+        "clinic.infra.monitoring : topic | Report the alarm topic that a real run would create"
+        in run.tasks
+    )
     assert aws_client(empty_account, "sns").list_topics()["Topics"] == []
     assert alarms(empty_account) == {}
 
@@ -416,7 +432,12 @@ def test_a_check_run_before_the_first_run_reports_what_it_would_create(
 def test_the_inventories_leave_the_webhook_to_ssm() -> None:
     wiring = yaml.safe_load((ROOT / "group_vars" / "all" / "monitoring.yml").read_text())
     assert wiring == {
-        "clinic_monitoring_webhook_parameter": "{{ clinic_ssm_prefix }}/monitoring/webhook_url"
+        "monitoring_env": "{{ clinic_env }}",
+        "monitoring_region": "{{ clinic_aws_region }}",
+        "monitoring_webhook_parameter": "{{ clinic_ssm_prefix }}/monitoring/webhook_url",
+        "monitoring_agent_namespace": "{{ cloudwatch_agent_metrics_namespace }}",
+        "monitoring_backup_namespace": "{{ clinic_backup_metrics_namespace }}",
+        "monitoring_app_namespace": "{{ clinic_app_metrics_namespace }}",
     }
     for path in ROOT.glob("inventories/*/group_vars/**/*.yml"):
         assert "webhook" not in path.read_text(), path
