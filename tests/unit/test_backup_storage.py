@@ -33,6 +33,11 @@ BACKUP_BUCKET = STORAGE["clinic_backup_bucket"]
 AUDIT_BUCKET = STORAGE["clinic_audit_archive_bucket"]
 RETENTION = STORAGE["clinic_backup_retention_days"]
 ALIAS = STORAGE["clinic_kms_key_alias"]
+# The tasks of the role that change AWS resources, as the run names them.
+CHANGING_TASKS = (
+    "clinic.infra.backup_storage : buckets | ",
+    "clinic.infra.backup_storage : lifecycle | ",
+)
 
 
 def create_key(env: dict[str, str], alias: str) -> dict[str, str]:
@@ -64,6 +69,7 @@ def test_first_run_converges_and_second_run_changes_nothing(converged: dict[str,
     for name, run in runs.items():
         assert run.returncode == 0, f"{name} run failed:\n{run.output}"
     assert runs["first"].recap["changed"] == 3
+    assert sum(task.startswith(CHANGING_TASKS) for task in runs["first"].tasks) == 3
     assert runs["second"].recap["changed"] == 0, runs["second"].output
 
 
@@ -105,7 +111,7 @@ def test_backups_expire_after_the_retention(s3: Any) -> None:
     (rule,) = s3.get_bucket_lifecycle_configuration(Bucket=BACKUP_BUCKET)["Rules"]
     assert rule == {
         "ID": "backups",
-        "Filter": {"Prefix": "backups/"},
+        "Filter": {"Prefix": "backups/stage/"},
         "Status": "Enabled",
         "Expiration": {"Days": RETENTION},
         "NoncurrentVersionExpiration": {"NoncurrentDays": 7},
@@ -117,12 +123,29 @@ def test_audit_exports_move_to_glacier_and_never_expire(s3: Any) -> None:
     (rule,) = s3.get_bucket_lifecycle_configuration(Bucket=AUDIT_BUCKET)["Rules"]
     assert rule == {
         "ID": "audit",
-        "Filter": {"Prefix": "audit/"},
+        "Filter": {"Prefix": "audit/stage/"},
         "Status": "Enabled",
         "Transitions": [{"Days": 90, "StorageClass": "GLACIER"}],
         "NoncurrentVersionExpiration": {"NoncurrentDays": 7},
         "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
     }
+
+
+def test_the_lifecycle_prefixes_are_where_the_backup_job_writes() -> None:
+    # The role reads clinic_backup_prefix and clinic_audit_prefix (as the IAM grants do); the
+    # backup job spells the same layout in its scripts, from backup_cron_env.
+    wiring = yaml.safe_load((ROOT / "group_vars" / "all" / "backup.yml").read_text())
+    inputs = yaml.safe_load((ROOT / "group_vars" / "all" / "backup_storage.yml").read_text())
+    assert inputs["backup_storage_backup_prefix"] == "{{ clinic_backup_prefix }}"
+    assert inputs["backup_storage_audit_prefix"] == "{{ clinic_audit_prefix }}"
+    assert wiring["clinic_backup_prefix"] == "backups/{{ clinic_env }}/"
+    assert wiring["clinic_audit_prefix"] == "audit/{{ clinic_env }}/"
+    assert wiring["backup_cron_env"] == "{{ clinic_env }}"
+    scripts = ROOT / "roles" / "backup_cron" / "files"
+    backup = (scripts / "clinic-backup").read_text()
+    assert 'PREFIX="backups/$BACKUP_ENV/$TS"' in backup
+    assert '"backups/$BACKUP_ENV/latest"' in backup
+    assert 'KEY="audit/$BACKUP_ENV/$DAY.jsonl.gz"' in (scripts / "clinic-audit-export").read_text()
 
 
 def test_every_environment_sets_a_retention_the_playbook_accepts() -> None:
@@ -287,5 +310,5 @@ def test_bad_input_fails_with_a_clear_message_before_any_change(
     assert message in " ".join(run.output.split()), run.output
     assert "Nothing was changed." in " ".join(run.output.split())
     assert run.recap["changed"] == 0
-    assert not any(task.startswith(("Set up the buckets", "Expire", "Move")) for task in run.tasks)
+    assert not any(task.startswith(CHANGING_TASKS) for task in run.tasks)
     assert aws_client(empty_account, "s3").list_buckets()["Buckets"] == []
