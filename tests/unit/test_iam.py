@@ -475,3 +475,18 @@ def test_moto_enforces_the_app_role_on_s3(aws: dict[str, Any]) -> None:
     app = [policy_of(aws, "clinic-stage-app")]
     for (bucket, key), allowed in decided.items():
         assert allows(app, "s3:GetObject", arn("s3", f"{bucket}/{key}")) is allowed, (bucket, key)
+
+
+def test_each_secret_is_granted_to_the_tier_its_path_names(aws: dict[str, Any]) -> None:
+    # The grants and the list of secrets (group_vars/all/secrets.yml) agree: a secret under app/ is
+    # the API nodes', one under mongodb/ the members'; no secret is granted to the other tier.
+    wiring = yaml.safe_load((ROOT / "group_vars" / "all" / "secrets.yml").read_text())
+    tiers = {"app": "clinic-stage-app", "mongodb": "clinic-stage-mongodb"}
+    for name, secret in wiring["clinic_secrets"].items():
+        owner, _, rest = secret["path"].partition("/")
+        assert owner in tiers, f"{name}: no host tier reads {secret['path']}"
+        for tier, role in tiers.items():
+            granted = allows(
+                [policy_of(aws, role)], "ssm:GetParameter", parameter("stage", owner, rest)
+            )
+            assert granted == (tier == owner), f"{name} for {role}"
