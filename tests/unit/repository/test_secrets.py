@@ -10,7 +10,7 @@ import yaml
 
 from lab import settings
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SECRETS_FILE = ROOT / "group_vars" / "all" / "secrets.yml"
 SECRETS: dict[str, dict] = yaml.safe_load(SECRETS_FILE.read_text())["clinic_secrets"]
 PATHS = {secret["path"] for secret in SECRETS.values()}

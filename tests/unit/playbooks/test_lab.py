@@ -16,7 +16,7 @@ from lab import aws, settings
 from tests.harness import apt_repo
 from tests.harness.moto_ec2 import inventory_file, list_inventory, moto_environment
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 LAB = settings.load()
 
 

@@ -10,7 +10,7 @@ import yaml
 
 from tests.harness import role_docs
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 ROLES = sorted(p for p in (ROOT / "roles").iterdir() if p.is_dir())
 
 

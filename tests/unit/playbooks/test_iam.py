@@ -9,7 +9,8 @@ What a role may do is proven two ways. moto enforces IAM for S3 object requests 
 role's credentials (assumed through STS), so S3 is checked there for real. moto gives every SSM
 request the resource "*" and denies any request whose matching statement has a condition, so the
 SSM, KMS, CloudWatch and S3-encryption limits are evaluated with tests/harness/iam_policy.py (its
-own tests: tests/unit/test_iam_policy.py), which also has to agree with moto on the S3 requests.
+own tests: tests/unit/harness/test_iam_policy.py), which also has to agree with moto on the S3
+requests.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from plugins.filter.security_group_rules import security_group_rules
 from tests.harness.iam_policy import allows
 from tests.harness.moto_ec2 import REGION, aws_client, moto_environment
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 ANSIBLE_PLAYBOOK = str(Path(sys.executable).parent / "ansible-playbook")
 ACCOUNT = "123456789012"  # moto's default account
 SECRETS = {"app": ["jwt_secret", "mongodb_uri"], "mongodb": ["keyfile", "admin_password"]}

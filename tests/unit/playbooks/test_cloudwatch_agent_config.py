@@ -26,7 +26,7 @@ import yaml
 
 from tests.doubles.shared_files import shared_file
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 ROLE = ROOT / "roles" / "cloudwatch_agent"
 SCHEMA = "vendor/amazon-cloudwatch-agent/schema.json"
 PREFIX = "/clinic/stage"

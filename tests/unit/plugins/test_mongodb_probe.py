@@ -13,7 +13,7 @@ import pytest
 
 from tests.doubles.mongodb.tests.conftest import Launcher, Mongod, replset_config, wait_primary
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 MODULE = ROOT / "plugins" / "modules" / "mongodb_probe.py"
 ADMIN_PW = "adm1n-Pw"
 

@@ -15,7 +15,7 @@ from bson import ObjectId
 
 from tests.doubles.mongodb.tools import archive as mongo_archive
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 TOOL_PATH = ROOT / "roles" / "backup_cron" / "files" / "clinic_backup_tool.py"
 
 
