@@ -60,15 +60,15 @@ images: docker ## Build the test host images (cached by a hash of their recipe)
 clean-harness: docker ## Remove containers and networks left by an earlier run
 	bash tests/harness/cleanup.sh
 
-# Two scenarios at a time (MOLECULE_JOBS): the longest, mongodb_replicaset, beside the short ones,
-# and the two that run load or failover tests (deploy, mongodb_replicaset) never side by side.
+# Two scenarios at a time (MOLECULE_JOBS), in this order: the longest, mongodb_replicaset, beside
+# the short ones, and deploy (load under a rolling deploy) last, once the failover tests are done.
 MOLECULE_JOBS ?= 2
 # Molecule's own install of the collection is off (prerun: false); the scenarios use make venv's.
 molecule bench-deploy: export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.ansible/collections
 SCENARIO_ORDER := mongodb_replicaset base_hardening cloudwatch_agent app_node backup_cron deploy
 molecule: venv images clean-harness ## One scenario (SCENARIO=name) or all of them, MOLECULE_JOBS at a time
 	python -m tests.harness.run_scenarios --jobs $(MOLECULE_JOBS) \
-	  $(or $(SCENARIO),$(filter $(SCENARIO_ORDER),$(SCENARIOS)) $(filter-out $(SCENARIO_ORDER),$(SCENARIOS)))
+	  $(or $(SCENARIO),$(filter $(SCENARIOS),$(SCENARIO_ORDER)) $(filter-out $(SCENARIO_ORDER),$(SCENARIOS)))
 
 bench: bench-hardening bench-inventory bench-deploy bench-lab ## Every benchmark; each prints key=value figures on its last line
 
