@@ -35,8 +35,8 @@ from lab.settings import (
     STATE_FILE,
     Lab,
     aws_environment,
-    group_vars,
     load,
+    storage,
 )
 
 COLLECTIONS_DIR = STATE_DIR / "collections"
@@ -228,7 +228,7 @@ def up() -> int:
 
     say(f"moto at {lab.endpoint}: network, instances, secrets, KMS key, buckets")
     start = time.monotonic()
-    seeded = aws.seed(lab, group_vars("storage"), STATE_DIR)
+    seeded = aws.seed(lab, storage(), STATE_DIR)
     timings["moto"] = round(time.monotonic() - start, 1)
     print("\n".join(f"  created {item}" for item in seeded.created) or "  all present already")
     write_env_file(lab)
@@ -315,7 +315,7 @@ def down() -> int:
 def deploy(version: str) -> int:
     lab = load()
     env = environment(lab)
-    bucket = group_vars("storage")["clinic_artifact_bucket"]
+    bucket = storage()["clinic_artifact_bucket"]
     checksum = aws.release_checksum(lab, bucket, version)
     if checksum is None:
         print(

@@ -278,7 +278,7 @@ def release_checksum(lab: Lab, bucket: str, version: str) -> str | None:
 
 
 def seed(lab: Lab, storage: dict[str, Any], state_dir: Path) -> Seeded:
-    """Make moto hold the lab's AWS side; storage is inventories/lab/group_vars/all/storage.yml."""
+    """Make moto hold the lab's AWS side; storage holds its names (lab.settings.storage)."""
     done = Seeded()
     ec2 = client("ec2", lab.endpoint)
     subnet_id = ensure_network(ec2, lab.subnet, done)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -16,6 +17,8 @@ INVENTORY_DIR = ROOT / "inventories" / "lab"
 GROUP_VARS_ALL = INVENTORY_DIR / "group_vars" / "all"
 # Every secret of an environment, named once (clinic_secrets); the lab seeds them under /clinic/lab.
 SECRETS_FILE = ROOT / "group_vars" / "all" / "secrets.yml"
+# The storage names every environment derives from clinic_env and its region.
+STORAGE_FILE = ROOT / "group_vars" / "all" / "storage.yml"
 # Generated material: deploy key, known host keys, secrets, moto's pid file and log, run logs.
 STATE_DIR = LAB_DIR / ".state"
 STATE_FILE = LAB_DIR / "state.json"
@@ -106,6 +109,20 @@ def secrets(path: Path = SECRETS_FILE) -> list[Secret]:
 def group_vars(name: str) -> dict[str, Any]:
     """Plain values of one file of inventories/lab/group_vars/all (no templating)."""
     return yaml.safe_load((GROUP_VARS_ALL / f"{name}.yml").read_text())
+
+
+def storage(env: str = ENVIRONMENT, root: Path = ROOT) -> dict[str, str]:
+    """An environment's storage names (buckets, KMS key alias, log group prefix) as
+    group_vars/all/storage.yml derives them from its inventory's facts (under root), overrides
+    included."""
+    facts: dict[str, Any] = {}
+    for name in ("environment", "storage"):
+        path = root / "inventories" / env / "group_vars" / "all" / f"{name}.yml"
+        facts |= yaml.safe_load(path.read_text())
+    wiring: dict[str, str] = yaml.safe_load(STORAGE_FILE.read_text())
+    # Ansible's undefined values chain (clinic_storage_names.<key> when it is unset); so do these.
+    jinja = jinja2.Environment(undefined=jinja2.ChainableUndefined)
+    return {name: jinja.from_string(value).render(facts | wiring) for name, value in wiring.items()}
 
 
 def aws_environment(lab: Lab) -> dict[str, str]:

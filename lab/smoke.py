@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from lab import aws
-from lab.settings import STATE_DIR, Lab, group_vars
+from lab.settings import STATE_DIR, Lab, storage
 
 PASSED, FAILED = "passed", "failed"
 LB_HTTP_PORT = 80  # lab/lb.yml
@@ -173,7 +173,7 @@ def first_backup(lab: Lab) -> Check:
         return Check(name, FAILED, "lab/platforms.yml tags no member MongoDBMember=hidden")
     member = members[0]
     s3 = aws.client("s3", lab.endpoint)
-    bucket = group_vars("storage")["clinic_backup_bucket"]
+    bucket = storage()["clinic_backup_bucket"]
     before = backup_pointer(s3, bucket)
     result = ssh(lab, member.address, BACKUP_COMMAND, "", timeout=600)
     events = [line.get("event") for line in json_lines(result.stdout)]

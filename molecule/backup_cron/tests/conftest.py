@@ -47,17 +47,12 @@ AUDIT_EXPORT = "runuser -u clinic-backup -- /usr/local/sbin/clinic-audit-export"
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def secret(env: str, name: str) -> str:
-    ssm = boto3.client("ssm")
-    response = ssm.get_parameter(Name=f"/clinic/{env}/mongodb/{name}", WithDecryption=True)
-    return str(response["Parameter"]["Value"])
-
-
-def client(address: str, env: str) -> MongoClient[dict[str, Any]]:
+def client(address: str, password: str) -> MongoClient[dict[str, Any]]:
+    """The replica set member at address, as its admin (password: mongodb_admin_password)."""
     return MongoClient(
         f"mongodb://{address}:27017/?directConnection=true&readPreference=secondaryPreferred",
         username="admin",
-        password=secret(env, "admin_password"),
+        password=password,
         authSource="admin",
         serverSelectionTimeoutMS=10000,
     )
@@ -69,20 +64,20 @@ def s3() -> Any:
 
 
 @pytest.fixture(scope="session")
-def source() -> Iterator[MongoClient[dict[str, Any]]]:
-    with client(SOURCE_PRIMARY, ENV) as mongo:
+def source(secret: Callable[..., str]) -> Iterator[MongoClient[dict[str, Any]]]:
+    with client(SOURCE_PRIMARY, secret("mongodb_admin_password", ENV)) as mongo:
         yield mongo
 
 
 @pytest.fixture(scope="session")
-def backup_member_db() -> Iterator[MongoClient[dict[str, Any]]]:
-    with client(BACKUP_MEMBER, ENV) as mongo:
+def backup_member_db(secret: Callable[..., str]) -> Iterator[MongoClient[dict[str, Any]]]:
+    with client(BACKUP_MEMBER, secret("mongodb_admin_password", ENV)) as mongo:
         yield mongo
 
 
 @pytest.fixture(scope="session")
-def target() -> Iterator[MongoClient[dict[str, Any]]]:
-    with client(TARGET, TARGET_ENV) as mongo:
+def target(secret: Callable[..., str]) -> Iterator[MongoClient[dict[str, Any]]]:
+    with client(TARGET, secret("mongodb_admin_password", TARGET_ENV)) as mongo:
         yield mongo
 
 

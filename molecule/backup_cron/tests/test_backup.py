@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+from collections.abc import Callable
 from typing import Any
 
 import boto3
@@ -21,7 +22,6 @@ from conftest import (
     config_with,
     log_lines,
     metric_points,
-    secret,
 )
 from testinfra.host import Host
 
@@ -51,8 +51,10 @@ def test_cron_runs_both_jobs_as_the_backup_user(bk2: Host) -> None:
     assert bk2.service("cron").is_running
 
 
-def test_the_password_is_only_in_the_tools_config_file(bk2: Host) -> None:
-    password = secret(ENV, "backup_password")
+def test_the_password_is_only_in_the_tools_config_file(
+    bk2: Host, secret: Callable[..., str]
+) -> None:
+    password = secret("mongodb_backup_password", ENV)
     config = bk2.file("/etc/clinic/backup/mongo-tools.yaml")
     assert (config.user, config.group, config.mode) == ("root", "clinic-backup", 0o640)
     assert password in config.content_string
@@ -101,9 +103,11 @@ def test_metrics_report_the_success_duration_and_size(first_backup: dict[str, An
     assert metric_points("BackupDurationSeconds", since)[-1]["Maximum"] >= 0
 
 
-def test_the_password_never_appears_on_a_command_line(bk2: Host) -> None:
+def test_the_password_never_appears_on_a_command_line(
+    bk2: Host, secret: Callable[..., str]
+) -> None:
     """Every process's argv, sampled while a backup runs, never holds the password."""
-    password = secret(ENV, "backup_password")
+    password = secret("mongodb_backup_password", ENV)
     script = (
         "(for i in $(seq 1 400); do ps -eo args; sleep 0.02; done) >/tmp/argv.log 2>&1 & "
         "sampler=$!; "

@@ -4,9 +4,10 @@ and going back to cron removes the timers."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
-from conftest import ENV, ROOT, secret
+from conftest import ENV, ROOT
 from testinfra.host import Host
 
 BACKUP_PLAYBOOK = str(ROOT / "playbooks" / "backup.yml")
@@ -14,7 +15,11 @@ JOBS = ("clinic-backup", "clinic-audit-export")
 
 
 def test_systemd_timers_replace_cron_and_back(
-    ansible_playbook: Any, bk2: Host, first_backup: dict[str, Any], tail: Any
+    ansible_playbook: Any,
+    bk2: Host,
+    first_backup: dict[str, Any],
+    tail: Any,
+    secret: Callable[..., str],
 ) -> None:
     timers = ansible_playbook(BACKUP_PLAYBOOK, "-e", "backup_cron_scheduler=systemd")
     assert timers.returncode == 0, tail(timers)
@@ -31,7 +36,7 @@ def test_systemd_timers_replace_cron_and_back(
     # Back to cron in a verbose run, which must not show the backup user's password.
     cron = ansible_playbook(BACKUP_PLAYBOOK, "-vvv")
     assert cron.returncode == 0, tail(cron)
-    assert secret(ENV, "backup_password") not in cron.stdout + cron.stderr
+    assert secret("mongodb_backup_password", ENV) not in cron.stdout + cron.stderr
     assert bk2.file("/etc/cron.d/clinic-backup").exists
     for job in JOBS:
         for unit in ("timer", "service"):

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from deploy_scenario import BASE, DB_ADDRESS, DEPLOY, RELEASE_PARAMETER, SECRET_PARAMETERS, aws
+from deploy_scenario import BASE, DB_ADDRESS, DEPLOY, RELEASE_PARAMETER, SECRET_NAMES, aws
 from pymongo import MongoClient
 from testinfra.host import Host
 
@@ -81,24 +81,18 @@ def live_release() -> Callable[[], dict[str, str]]:
 
 
 @pytest.fixture(scope="session")
-def secret_values() -> list[str]:
-    ssm = aws("ssm")
-    return [
-        ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
-        for name in SECRET_PARAMETERS
-    ]
+def secret_values(secret: Callable[..., str]) -> list[str]:
+    """The values of the secrets a deploy handles (SECRET_NAMES), which no output may show."""
+    return [secret(name) for name in SECRET_NAMES]
 
 
 @pytest.fixture(scope="session")
-def database() -> Any:
+def database(secret: Callable[..., str]) -> Any:
     """The API's database, as the replica set's admin (password from SSM)."""
-    password = aws("ssm").get_parameter(
-        Name="/clinic/molecule/mongodb/admin_password", WithDecryption=True
-    )["Parameter"]["Value"]
     client: MongoClient = MongoClient(
         f"mongodb://{DB_ADDRESS}:27017/",
         username="admin",
-        password=password,
+        password=secret("mongodb_admin_password"),
         directConnection=True,
         serverSelectionTimeoutMS=10000,
     )

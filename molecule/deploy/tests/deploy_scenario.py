@@ -15,10 +15,8 @@ LB_ADDRESS = "172.30.47.10"
 STATS_URL = f"http://{LB_ADDRESS}:8404/stats;csv"
 DB_ADDRESS = "172.30.47.20"
 RELEASE_PARAMETER = "/clinic/molecule/app/release"
-SECRET_PARAMETERS = (
-    "/clinic/molecule/app/jwt_secret",
-    "/clinic/molecule/mongodb/app_password",
-)
+# The secrets (names of clinic_secrets) a deploy hands to the API and its migrations.
+SECRET_NAMES = ("app_jwt_secret", "mongodb_app_password")
 
 
 def aws(service: str) -> Any:

@@ -32,7 +32,7 @@ CASES = {
     "unknown version": (
         ("9.9.9",),
         {"checksum": "0" * 64},
-        "There is no release 9.9.9: s3://clinic-molecule-artifacts/releases/clinic-api-9.9.9.tar.gz",
+        "There is no release 9.9.9: s3://clinic-molecule-artifacts-ap-south-1/releases/clinic-api-9.9.9.tar.gz",
     ),
     # Both nodes in one batch would leave the load balancer nothing to send traffic to.
     "every node at once": (

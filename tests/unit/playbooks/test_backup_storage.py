@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
+from lab import settings
 from tests.harness.controller_playbook import ROOT, Run, empty_moto, inventory_copy, run_playbook
 from tests.harness.iam_policy import UnsupportedPolicy
 from tests.harness.iam_policy import denies_everyone as denied
@@ -28,7 +29,9 @@ from tests.harness.moto_ec2 import aws_client
 
 PLAYBOOK = "backup_storage.yml"
 STAGE = ROOT / "inventories" / "stage"
-STORAGE = yaml.safe_load((STAGE / "group_vars" / "all" / "storage.yml").read_text())
+STORAGE = settings.storage("stage") | yaml.safe_load(
+    (STAGE / "group_vars" / "all" / "storage.yml").read_text()
+)
 BACKUP_BUCKET = STORAGE["clinic_backup_bucket"]
 AUDIT_BUCKET = STORAGE["clinic_audit_archive_bucket"]
 RETENTION = STORAGE["clinic_backup_retention_days"]
@@ -138,7 +141,9 @@ def test_the_lifecycle_prefixes_are_where_the_backup_job_writes() -> None:
     inputs = yaml.safe_load((ROOT / "group_vars" / "all" / "backup_storage.yml").read_text())
     assert inputs["backup_storage_backup_prefix"] == "{{ clinic_backup_prefix }}"
     assert inputs["backup_storage_audit_prefix"] == "{{ clinic_audit_prefix }}"
-    assert wiring["clinic_backup_prefix"] == "backups/{{ clinic_env }}/"
+    assert wiring["clinic_backup_prefix_format"] == "backups/{env}/"
+    derived = "{{ clinic_backup_prefix_format.format(env=clinic_env) }}"
+    assert wiring["clinic_backup_prefix"] == derived
     assert wiring["clinic_audit_prefix"] == "audit/{{ clinic_env }}/"
     assert wiring["backup_cron_env"] == "{{ clinic_env }}"
     scripts = ROOT / "roles" / "backup_cron" / "files"
@@ -255,11 +260,11 @@ def without(inventory: Path, name: str) -> Path:
 
 BAD_INPUT = {
     "missing backup bucket": (
-        {"drop": "clinic_backup_bucket"},
+        {"extra": ["-e", '{"clinic_storage_names": {"backup_bucket": ""}}']},
         "clinic_backup_bucket is not set",
     ),
     "invalid audit bucket": (
-        {"extra": ["-e", "clinic_audit_archive_bucket=Audit_Archive"]},
+        {"extra": ["-e", '{"clinic_storage_names": {"audit_archive_bucket": "Audit_Archive"}}']},
         'clinic_audit_archive_bucket is "Audit_Archive"',
     ),
     "same bucket twice": (
@@ -267,7 +272,7 @@ BAD_INPUT = {
         "must be two buckets",
     ),
     "missing key alias": (
-        {"drop": "clinic_kms_key_alias"},
+        {"extra": ["-e", '{"clinic_storage_names": {"kms_key_alias": ""}}']},
         "clinic_kms_key_alias is not set",
     ),
     "AWS managed key": (

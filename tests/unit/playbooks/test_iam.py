@@ -28,6 +28,7 @@ import requests
 import yaml
 from botocore.exceptions import ClientError
 
+from lab import settings
 from plugins.filter.security_group_rules import security_group_rules
 from tests.harness.iam_policy import allows
 from tests.harness.moto_ec2 import REGION, aws_client, moto_environment
@@ -39,11 +40,12 @@ SECRETS = {"app": ["jwt_secret", "mongodb_uri"], "mongodb": ["keyfile", "admin_p
 
 
 def facts(env: str) -> dict[str, Any]:
-    """An environment's facts, as its inventory's group_vars/all/*.yml define them."""
+    """An environment's facts, as its inventory's group_vars/all/*.yml define them, and the storage
+    names derived from them."""
     values: dict[str, Any] = {}
     for path in sorted((ROOT / "inventories" / env / "group_vars" / "all").glob("*.yml")):
         values.update(yaml.safe_load(path.read_text()) or {})
-    return values
+    return values | settings.storage(env)
 
 
 STAGE, PROD = facts("stage"), facts("prod")

@@ -98,7 +98,7 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     with moto_environment() as env:
         address, port = env["AWS_ENDPOINT_URL"].removeprefix("http://").rsplit(":", 1)
         lab = replace(LAB, moto_address=address, moto_port=int(port))
-        storage = settings.group_vars("storage")
+        storage = settings.storage()
         first = aws.seed(lab, storage, state_dir)
         second = aws.seed(lab, storage, state_dir)
         _, inventory = list_inventory("lab", env)
@@ -126,7 +126,7 @@ def test_a_second_seed_reuses_everything(seeded: dict[str, Any]) -> None:
     assert second.instances == first.instances
     assert second.created == []
     assert first.buckets == sorted(
-        v for k, v in settings.group_vars("storage").items() if k.endswith("_bucket")
+        v for k, v in settings.storage().items() if k.endswith("_bucket")
     )
 
 
