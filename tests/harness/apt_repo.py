@@ -7,11 +7,13 @@ doubles under `tests/doubles/` and lays them out in DIR as a signed apt reposito
 bookworm and trixie, component main, amd64) with the public key in `DIR/repo-key.asc`. Test hosts
 use it as `deb [signed-by=/etc/apt/keyrings/<name>.asc] http://<address> bookworm main`.
 
-DIR keeps a stamp with the hash of the recipe (the doubles' sources, debbuild.py, the CloudWatch
-agent's schema and this file). When the stamp matches, nothing is rebuilt. The signing key is
-made afresh for every build in a temporary GnuPG home and its secret half is never written to DIR,
-which is served over HTTP as it is. DIR itself is kept (only its content is replaced), so a
-container that has it bind-mounted sees a rebuild.
+DIR keeps a stamp with the hash of the recipe (the doubles' sources, debbuild.py, the schema the
+CloudWatch agent double's package installs, which is the project's own
+tests/doubles/cloudwatch_agent/agent_schema.json unless --schema names another, and this file).
+When the stamp matches, nothing is rebuilt. The signing key is made afresh for every build in a
+temporary GnuPG home and its secret half is never written to DIR, which is served over HTTP as it
+is. DIR itself is kept (only its content is replaced), so a container that has it bind-mounted
+sees a rebuild.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ def _recipe_files(schema: Path) -> Iterator[tuple[str, Path]]:
         if path.name.startswith("test_"):
             continue
         yield f"tests/doubles/{rel.as_posix()}", path
+    # The schema the package installs; by default also one of the doubles' files above.
     yield "cloudwatch-agent-schema.json", schema
     yield "tests/harness/apt_repo.py", Path(__file__).resolve()
 
@@ -129,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         "--schema",
         type=Path,
         default=cloudwatch_agent.DEFAULT_SCHEMA,
-        help="the CloudWatch agent's schema.json (default: %(default)s)",
+        help="JSON schema the CloudWatch agent double installs (default: %(default)s)",
     )
     args = parser.parse_args(argv)
     try:

@@ -1,9 +1,11 @@
 """Config translation: merge the JSON sources, validate them, render the TOML (config-translator).
 
-Validation runs the agent's published JSON Schema (draft-04) with `jsonschema.Draft4Validator`
-and reports each error in the translator's format (`Under path : /a/b | Error : ...`, with
-gojsonschema's wording), followed by the rule checks the translator makes after the schema
-(conflicting retention per log group, missing region, unknown run_as_user, merge conflicts).
+Validation runs the JSON Schema (draft-04) installed where the agent keeps its schema (in the
+double's package: the project's statement of the agent's format, agent_schema.json) with
+`jsonschema.Draft4Validator` and reports each error in the translator's format
+(`Under path : /a/b | Error : ...`, with gojsonschema's wording), followed by the rule checks the
+translator makes after the schema (conflicting retention per log group, missing region, unknown
+run_as_user, merge conflicts).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ KNOWN_TOP_LEVEL = ("agent", "metrics", "logs", "traces", "opentelemetry")
 
 
 class SchemaUnavailable(Exception):
-    """The published schema is not installed where the package puts it."""
+    """The schema is not installed where the package puts it."""
 
 
 def golog(message: str) -> str:

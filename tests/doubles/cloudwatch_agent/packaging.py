@@ -1,8 +1,8 @@
 """The .deb recipe of the double: package `amazon-cloudwatch-agent` with the real file layout.
 
-The agent's published JSON Schema is not part of this repository. It is read at build time from
-`schema_path` (normally `../shared/vendor/amazon-cloudwatch-agent/schema.json` relative to the
-repository root) and installed where the real package installs it,
+The JSON Schema the double validates configurations against is the project's own statement of the
+agent's configuration format (`agent_schema.json` beside this file, DEFAULT_SCHEMA; `schema_path`
+may name another). It is installed where the real package installs the agent's schema,
 `/opt/aws/amazon-cloudwatch-agent/doc/amazon-cloudwatch-agent-schema.json`.
 
 Build:  python -m tests.doubles.cloudwatch_agent.packaging --version 1.300070.0 --out-dir DIR
@@ -22,8 +22,7 @@ from .paths import AGENT_DIR, UNIT_PATH
 
 PACKAGE = "amazon-cloudwatch-agent"
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[2]
-DEFAULT_SCHEMA = REPO.parent / "shared" / "vendor" / "amazon-cloudwatch-agent" / "schema.json"
+DEFAULT_SCHEMA = HERE / "agent_schema.json"
 LIB_DIR = f"{AGENT_DIR}/lib/double"
 INSTALLED_PACKAGE = "cwagent_double"
 # Modules of the double that run on the host (this recipe and the tests stay behind).
@@ -50,7 +49,8 @@ DIRECTORIES = (
 DESCRIPTION = """Amazon CloudWatch Agent (TEST DOUBLE, never for production)
 Stands in for the Amazon CloudWatch agent in the clinic.infra test lab: same package
 name, paths, ctl flags, config storage and systemd unit. It validates configuration
-against the agent's published JSON schema, but collects nothing and sends nothing."""
+against a JSON schema of the agent's configuration (the fields clinic.infra uses),
+but collects nothing and sends nothing."""
 
 UNIT = """\
 # amazon-cloudwatch-agent TEST DOUBLE: same unit name, ExecStart and restart policy as the
@@ -169,7 +169,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Build the amazon-cloudwatch-agent double .deb")
     parser.add_argument("--version", required=True, help="package version, e.g. 1.300070.0")
     parser.add_argument("--out-dir", type=Path, required=True)
-    parser.add_argument("--schema", type=Path, default=DEFAULT_SCHEMA, help="agent schema.json")
+    parser.add_argument(
+        "--schema",
+        type=Path,
+        default=DEFAULT_SCHEMA,
+        help="JSON schema installed as the agent's (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     print(build(args.schema, args.version, args.out_dir))
     return 0

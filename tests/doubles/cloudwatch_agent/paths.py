@@ -88,7 +88,7 @@ class Paths:
 
     @property
     def schema(self) -> Path:
-        """Where the real package installs the published schema; the double reads it there."""
+        """Where the real package installs its schema (the double's package: agent_schema.json)."""
         return self.agent_dir / "doc" / "amazon-cloudwatch-agent-schema.json"
 
     @property

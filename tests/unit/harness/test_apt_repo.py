@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.doubles.shared_files import shared_file
 from tests.harness import apt_repo
 from tests.prerequisites import missing
 
@@ -26,7 +25,7 @@ def schema() -> Path:
     absent = [tool for tool in TOOLS if shutil.which(tool) is None]
     if absent:
         missing(f"needs {', '.join(absent)} (Debian packages dpkg, gnupg, gpgv)")
-    return shared_file("vendor/amazon-cloudwatch-agent/schema.json")
+    return apt_repo.cloudwatch_agent.DEFAULT_SCHEMA
 
 
 @pytest.fixture(scope="module")
@@ -122,3 +121,14 @@ def test_cli_prints_one_line(
     assert apt_repo.main(["--out", str(repo.path), "--schema", str(schema)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 1 and lines[0].startswith("apt repository reused: ")
+
+
+def test_default_schema_is_the_projects_own(
+    repo: apt_repo.Repository, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without --schema the recipe takes the double's agent_schema.json, kept in the repository."""
+    default = apt_repo.cloudwatch_agent.DEFAULT_SCHEMA
+    assert default == apt_repo.DOUBLES / "cloudwatch_agent" / "agent_schema.json"
+    assert apt_repo.recipe_hash() == repo.recipe
+    assert apt_repo.main(["--out", str(repo.path)]) == 0
+    assert capsys.readouterr().out.startswith("apt repository reused: ")

@@ -3,9 +3,11 @@
 One ansible-playbook run (local connection, no facts) renders roles/cloudwatch_agent/templates/
 amazon-cloudwatch-agent.json.j2 with the role's defaults and vars for three hosts: an API host, a
 MongoDB host and a host whose overrides carry a typo. The rendered files are validated with
-jsonschema against the agent's published schema (../shared/vendor/amazon-cloudwatch-agent/
-schema.json; skipped with a reason naming it when absent, a failure under CI=true), and with the
-checker the role installs as the template's `validate` step.
+jsonschema against the schema the lab's agent package installs, the project's statement of the
+agent's format (tests/doubles/cloudwatch_agent/agent_schema.json), and with the checker the role
+installs as the template's `validate` step. When AWS's published schema is beside the checkout
+(../shared/vendor/amazon-cloudwatch-agent/schema.json), a cross-check gives every configuration
+here to it too and expects the same verdicts; without that file it is skipped, naming it.
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ import jsonschema
 import pytest
 import yaml
 
+from tests.doubles.cloudwatch_agent.packaging import DEFAULT_SCHEMA
 from tests.doubles.shared_files import shared_file
 
 ROOT = Path(__file__).resolve().parents[3]
 ROLE = ROOT / "roles" / "cloudwatch_agent"
-SCHEMA = "vendor/amazon-cloudwatch-agent/schema.json"
+VENDOR_SCHEMA = "vendor/amazon-cloudwatch-agent/schema.json"
 PREFIX = "/clinic/stage"
 HOSTS: dict[str, dict[str, Any]] = {
     "app": {"cloudwatch_agent_log_sets": ["app", "system"]},
@@ -98,7 +101,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, An
 
 @pytest.fixture(scope="module")
 def validator() -> jsonschema.Draft4Validator:
-    schema = json.loads(shared_file(SCHEMA).read_text(encoding="utf-8"))
+    schema = json.loads(DEFAULT_SCHEMA.read_text(encoding="utf-8"))
     return jsonschema.Draft4Validator(schema)
 
 
@@ -206,7 +209,7 @@ def test_the_role_checker_accepts_the_rendered_configs_and_rejects_the_typo(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    schema = shared_file(SCHEMA)
+    schema = DEFAULT_SCHEMA
     codes = {}
     for name, config in rendered.items():
         path = tmp_path / f"{name}.json"
@@ -219,4 +222,23 @@ def test_the_role_checker_accepts_the_rendered_configs_and_rejects_the_typo(
 def test_the_role_checker_rejects_a_file_that_is_not_json(checker, tmp_path: Path) -> None:  # noqa: ANN001
     path = tmp_path / "broken.json"
     path.write_text('{"agent": ')
-    assert checker.main([str(path), "--schema", str(shared_file(SCHEMA))]) == 1
+    assert checker.main([str(path), "--schema", str(DEFAULT_SCHEMA)]) == 1
+
+
+def test_the_vendor_schema_gives_the_same_verdicts(rendered, validator) -> None:  # noqa: ANN001
+    """Cross-check: AWS's schema judges the rendered and the broken configs as ours does."""
+    vendor = json.loads(shared_file(VENDOR_SCHEMA).read_text(encoding="utf-8"))
+    theirs = jsonschema.Draft4Validator(vendor)
+    cases = dict(rendered)
+    for name, (breaks, _) in BROKEN.items():
+        config = copy.deepcopy(rendered["app"])
+        breaks(config)
+        cases[name] = config
+    verdicts = {name: (validator.is_valid(c), theirs.is_valid(c)) for name, c in cases.items()}
+    assert {name: mine for name, (mine, _) in verdicts.items()} == {
+        "app": True,
+        "mongodb": True,
+        "typo": False,
+        **dict.fromkeys(BROKEN, False),
+    }
+    assert {name: t for name, (_, t) in verdicts.items() if t != verdicts[name][0]} == {}

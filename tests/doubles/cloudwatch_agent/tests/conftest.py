@@ -1,8 +1,8 @@
 """Fixtures for the CloudWatch agent double's contract tests.
 
 Every test gets its own agent root (CWAGENT_ROOT) in a temp dir, laid out like the installed
-package, with the agent's published schema copied in from ../shared/vendor. The ctl and the
-service run as subprocesses, exactly as Ansible and systemd start them.
+package, with the double's schema (agent_schema.json, what the package installs) copied in. The
+ctl and the service run as subprocesses, exactly as Ansible and systemd start them.
 """
 
 from __future__ import annotations
@@ -20,10 +20,9 @@ from typing import Any
 
 import pytest
 
-from tests.doubles.shared_files import shared_file
+from tests.doubles.cloudwatch_agent.packaging import DEFAULT_SCHEMA
 
 REPO = Path(__file__).resolve().parents[4]
-SCHEMA = "vendor/amazon-cloudwatch-agent/schema.json"
 PACKAGE = "tests.doubles.cloudwatch_agent"
 AGENT_DIR = "opt/aws/amazon-cloudwatch-agent"
 VERSION = "1.300070.0"
@@ -153,7 +152,7 @@ def install_layout(root: Path, schema: Path, users: tuple[str, ...] = ("root", "
 
 @pytest.fixture
 def schema_path() -> Path:
-    return shared_file(SCHEMA)
+    return DEFAULT_SCHEMA
 
 
 @pytest.fixture

@@ -7,13 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from tests.doubles.cloudwatch_agent import packaging as recipe
-from tests.doubles.shared_files import shared_file
 
 from . import configs
-from .conftest import REGION, SCHEMA, Agent, pid_alive
+from .conftest import REGION, REPO, Agent, pid_alive
 
 AGENT_DIR = "/opt/aws/amazon-cloudwatch-agent"
 
@@ -49,6 +49,15 @@ def test_package_spec_describes_the_real_package(schema_path: Path) -> None:
     assert {"ctl.py", "config.py", "service.py", "__main__.py"} <= set(modules)
 
 
+def test_the_default_schema_is_the_projects_own() -> None:
+    """The package installs agent_schema.json from this repository, a valid draft-04 schema."""
+    assert recipe.DEFAULT_SCHEMA == REPO / "tests/doubles/cloudwatch_agent/agent_schema.json"
+    schema = json.loads(recipe.DEFAULT_SCHEMA.read_text(encoding="utf-8"))
+    assert schema["$schema"] == "http://json-schema.org/draft-04/schema#"
+    jsonschema.Draft4Validator.check_schema(schema)
+    assert "clinic.infra" in schema["description"]
+
+
 def test_package_spec_needs_the_schema(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"schema\.json"):
         recipe.package_spec(tmp_path / "schema.json", "1.0")
@@ -56,8 +65,7 @@ def test_package_spec_needs_the_schema(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    schema = shared_file(SCHEMA)
-    return recipe.build(schema, "1.300070.0-1", tmp_path_factory.mktemp("deb"))
+    return recipe.build(recipe.DEFAULT_SCHEMA, "1.300070.0-1", tmp_path_factory.mktemp("deb"))
 
 
 def dpkg(*args: str) -> str:
@@ -98,6 +106,8 @@ def test_extracted_package_runs_the_ctl_and_the_service(deb: Path, tmp_path: Pat
     knob = root / "etc/amazon-cloudwatch-agent-double/imds-region"
     knob.parent.mkdir(parents=True)
     knob.write_text(f"{REGION}\n", encoding="ascii")
+    installed_schema = root / AGENT_DIR.lstrip("/") / "doc" / "amazon-cloudwatch-agent-schema.json"
+    assert installed_schema.read_bytes() == recipe.DEFAULT_SCHEMA.read_bytes()
     ctl = root / AGENT_DIR.lstrip("/") / "bin" / "amazon-cloudwatch-agent-ctl"
     installed = Agent(root, command=[sys.executable, str(ctl)])
     installed.extra_env["PYTHONPATH"] = str(root / AGENT_DIR.lstrip("/") / "lib" / "double")
