@@ -16,7 +16,8 @@ COLLECTION := .ansible/collections/ansible_collections/clinic/infra/MANIFEST.jso
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
-test: lint unit molecule ## Everything CI runs: lint, unit tests, every Molecule scenario
+test: ## Everything CI runs: lint, unit tests, every Molecule scenario; then the time of each stage
+	MAKE="$(MAKE)" bash tests/harness/stages.sh lint unit molecule
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +25,8 @@ $(VENV)/.installed: requirements.txt
 	touch $@
 
 # The checkout is the collection clinic.infra; installed where ansible.cfg, molecule and ansible-lint
-# look for it (they refresh this copy themselves on every run).
-$(COLLECTION): $(VENV)/.installed galaxy.yml $(shell git ls-files roles plugins meta 2>/dev/null)
+# look for it, again whenever a file of the collection changes (new files included).
+$(COLLECTION): $(VENV)/.installed galaxy.yml $(shell find roles plugins meta -type f -not -path '*/__pycache__/*' 2>/dev/null)
 	ansible-galaxy collection install --force --offline . -p .ansible/collections >/dev/null
 
 venv: $(VENV)/.installed $(COLLECTION) ## Create the virtualenv and install the collection from this checkout
