@@ -264,9 +264,12 @@ CLUSTER_MONITOR = frozenset(
         "listDatabases",
         "connPoolStats",
         "top",
+        "getDefaultRWConcern",
     }
 )
-CLUSTER_MANAGER = frozenset({"replSetConfigure", "replSetStateChange", "setParameter"})
+CLUSTER_MANAGER = frozenset(
+    {"replSetConfigure", "replSetStateChange", "setParameter", "setDefaultRWConcern"}
+)
 HOST_MANAGER = frozenset({"shutdown", "setParameter", "killop", "logRotate"})
 
 DB_ROLES = ("read", "readWrite", "dbAdmin", "userAdmin", "dbOwner")

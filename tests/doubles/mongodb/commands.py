@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from .server import Node
 
 HELLO_NAMES = ("hello", "isMaster", "ismaster")
+RW_DEFAULTS_ID = "ReadWriteConcernDefaults"
 DEFAULT_BATCH = 101
 
 
@@ -150,6 +151,7 @@ class Commands:
         self.node = node
         self.cursors: dict[int, tuple[str, list[Document]]] = {}
         self.retried: dict[tuple[bytes, int], Document] = {}
+        self._rw_defaults_loaded = datetime.datetime.now(UTC)
         n = self.node
         self.table: dict[str, Command] = {
             "hello": Command(self.hello, None),
@@ -169,6 +171,12 @@ class Commands:
             "serverStatus": Command(self.server_status, _cluster("serverStatus")),
             "shutdown": Command(self.shutdown, _cluster("shutdown")),
             "logRotate": Command(self.log_rotate, _cluster("logRotate")),
+            "getDefaultRWConcern": Command(
+                self.get_default_rw_concern, _cluster("getDefaultRWConcern")
+            ),
+            "setDefaultRWConcern": Command(
+                self.set_default_rw_concern, _cluster("setDefaultRWConcern"), "primary"
+            ),
             "usersInfo": Command(self.users_info, _users_info_req, "optIn"),
             "createUser": Command(self.create_user, _user_admin_req, "primary"),
             "updateUser": Command(self.update_user, _user_admin_req, "primary"),
@@ -203,6 +211,7 @@ class Commands:
             "replSetStepUp": Command(n.repl_internal, _cluster("internal")),
             "_oplogFetch": Command(n.repl_internal, _cluster("internal")),
             "_initialSync": Command(n.repl_internal, _cluster("internal")),
+            "_rollbackInfo": Command(n.repl_internal, _cluster("internal")),
         }
 
     # Dispatch
@@ -324,10 +333,22 @@ class Commands:
         self._record("d", f"{db}.{coll}", {"_id": doc_id})
 
     async def _acknowledge(self, body: Document, reply: Document, default: Any = None) -> Document:
-        """`reply` once the write concern (the command's, else `default`) is met or has failed."""
-        concern = body.get("writeConcern") or default
+        """`reply` once the write concern is met or has failed. A write without one (or without
+        `w`) gets `default` if given (user management: majority), else the cluster-wide default
+        of a replica set (setDefaultRWConcern, or the implicit default of MongoDB 5.0+)."""
+        concern = body.get("writeConcern")
+        provenance = "clientSupplied"
+        if not isinstance(concern, dict) or "w" not in concern:
+            given = dict(concern) if isinstance(concern, dict) else {}
+            if default is not None:
+                concern, provenance = {**default, **given}, "internalWriteDefault"
+            elif self.node.repl is not None and self.node.repl.config is not None:
+                fallback, provenance = self.node.repl.default_write_concern()
+                concern = {**fallback, **given}
+            else:
+                concern = None
         if concern is not None:
-            error = await self.node.await_write_concern(concern)
+            error = await self.node.await_write_concern(concern, provenance)
             if error is not None:
                 reply["writeConcernError"] = error
         return reply
@@ -335,6 +356,94 @@ class Commands:
     async def _user_written(self, body: Document) -> Document:
         """The reply of a user-management write: it waits for a majority unless told otherwise."""
         return await self._acknowledge(body, {"ok": 1.0}, {"w": "majority"})
+
+    # Cluster-wide read/write concern defaults (stored like mongod: config.settings)
+
+    def _rw_defaults_reply(self) -> Document:
+        repl = self.node.repl
+        stored = self.node.storage.find_by_id("config", "settings", RW_DEFAULTS_ID) or {}
+        implicit = (
+            repl.implicit_default_write_concern()
+            if repl is not None and repl.config is not None
+            else {"w": 1, "wtimeout": 0}
+        )
+        reply: Document = {
+            "defaultReadConcern": stored.get("defaultReadConcern") or {"level": "local"},
+            "defaultWriteConcern": stored.get("defaultWriteConcern") or implicit,
+        }
+        for key in ("updateOpTime", "updateWallClockTime"):
+            if key in stored:
+                reply[key] = stored[key]
+        reply["defaultWriteConcernSource"] = (
+            "global" if stored.get("defaultWriteConcern") else "implicit"
+        )
+        reply["defaultReadConcernSource"] = (
+            "global" if stored.get("defaultReadConcern") else "implicit"
+        )
+        reply["localUpdateWallClockTime"] = self._rw_defaults_loaded
+        reply["ok"] = 1.0
+        return reply
+
+    async def get_default_rw_concern(self, conn: Connection, db: str, body: Document) -> Document:
+        if db != "admin":
+            raise MongoError(13, "getDefaultRWConcern may only be run against the admin database.")
+        return self._rw_defaults_reply()
+
+    async def set_default_rw_concern(self, conn: Connection, db: str, body: Document) -> Document:
+        if db != "admin":
+            raise MongoError(13, "setDefaultRWConcern may only be run against the admin database.")
+        repl = self.node.repl
+        if repl is None:
+            raise MongoError(20, "setDefaultRWConcern is only supported on replica sets")
+        read = body.get("defaultReadConcern")
+        write = body.get("defaultWriteConcern")
+        if read is None and write is None:
+            raise MongoError(
+                2,
+                'At least one of the "defaultReadConcern" or "defaultWriteConcern" fields '
+                "must be present",
+            )
+        stored = dict(self.node.storage.find_by_id("config", "settings", RW_DEFAULTS_ID) or {})
+        if write is not None:
+            if not isinstance(write, dict):
+                raise MongoError(14, "defaultWriteConcern must be an object")
+            if not write:
+                if stored.get("defaultWriteConcern"):
+                    raise MongoError(
+                        2, "The global default write concern cannot be unset once it is set."
+                    )
+            else:
+                w = write.get("w", 1)
+                if w == 0 or (isinstance(w, int) and w < 0):
+                    raise MongoError(2, "Unacknowledged write concern is not allowed as default")
+                if not isinstance(w, int | str):
+                    raise MongoError(14, "w has to be a number or string")
+                stored["defaultWriteConcern"] = {
+                    "w": w,
+                    "wtimeout": int(write.get("wtimeout", 0) or 0),
+                    **({"j": bool(write["j"])} if "j" in write else {}),
+                }
+        if read is not None:
+            if not isinstance(read, dict):
+                raise MongoError(14, "defaultReadConcern must be an object")
+            level = read.get("level")
+            if read and level not in ("local", "available", "majority"):
+                raise MongoError(
+                    2, f"Default read concern level must be local, available or majority; {level}"
+                )
+            if read:
+                stored["defaultReadConcern"] = {"level": level}
+            else:
+                stored.pop("defaultReadConcern", None)
+        stored["_id"] = RW_DEFAULTS_ID
+        stored["updateOpTime"] = repl._next_ts()
+        stored["updateWallClockTime"] = datetime.datetime.now(UTC)
+        self._replace_doc("config", "settings", stored)
+        self._rw_defaults_loaded = datetime.datetime.now(UTC)
+        error = await self.node.await_write_concern({"w": "majority"}, "internalWriteDefault")
+        if error is not None:
+            raise MongoError(int(error["code"]), str(error["errmsg"]))
+        return self._rw_defaults_reply()
 
     # Handshake and meta commands
 

@@ -494,11 +494,13 @@ class Log:
         self,
         severity: str,
         component: str,
-        log_id: int,
+        log_id: int | None,
         ctx: str,
         msg: str,
         attr: dict[str, Any] | None = None,
     ) -> None:
+        """One JSON log line; `log_id` None (a message of the double that has no known mongod
+        id) leaves the "id" field out rather than inventing one."""
         now = datetime.datetime.now(UTC)
         entry: dict[str, Any] = {
             "t": {"$date": now.isoformat(timespec="milliseconds")},
@@ -508,6 +510,8 @@ class Log:
             "ctx": ctx,
             "msg": msg,
         }
+        if log_id is None:
+            del entry["id"]
         if attr:
             entry["attr"] = to_extended_json(attr)
         line = json.dumps(entry, separators=(",", ":")) + "\n"
@@ -515,13 +519,13 @@ class Log:
             self._stream.write(line)
             self._stream.flush()
 
-    def info(self, component: str, log_id: int, ctx: str, msg: str, **attr: Any) -> None:
+    def info(self, component: str, log_id: int | None, ctx: str, msg: str, **attr: Any) -> None:
         self.write("I", component, log_id, ctx, msg, attr)
 
-    def warning(self, component: str, log_id: int, ctx: str, msg: str, **attr: Any) -> None:
+    def warning(self, component: str, log_id: int | None, ctx: str, msg: str, **attr: Any) -> None:
         self.write("W", component, log_id, ctx, msg, attr)
 
-    def error(self, component: str, log_id: int, ctx: str, msg: str, **attr: Any) -> None:
+    def error(self, component: str, log_id: int | None, ctx: str, msg: str, **attr: Any) -> None:
         self.write("E", component, log_id, ctx, msg, attr)
 
     def rotate(self) -> None:

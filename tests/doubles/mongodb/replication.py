@@ -11,16 +11,21 @@ import asyncio
 import contextlib
 import copy
 import datetime
+import itertools
+import os
 import random
 import socket
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import bson_codec
 from .auth import ScramClient
 from .bson_codec import UTC, Binary, Document, Int64, ObjectId, Timestamp
 from .errors import MongoError
-from .wire import CommandError, WireClient
+from .storage import id_key
+from .wire import CommandError, ProtocolError, WireClient
 
 if TYPE_CHECKING:
     from .server import Node
@@ -83,6 +88,12 @@ CONFIG_FIELDS = (
     "configsvr",
 )
 ZERO_TS = Timestamp(0, 0)
+# Bound of the isSelf slow path (connect + `_isSelf`) for one host.
+IS_SELF_TIMEOUT = 2.0
+# Bound of one oplog fetch round trip (the source holds an empty answer up to maxAwaitMillis).
+OPLOG_FETCH_TIMEOUT = 5.0
+OPLOG_FETCH_AWAIT_MILLIS = 500
+INITIAL_SYNC_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True, order=True)
@@ -106,6 +117,20 @@ class OpTime:
 
 
 NULL_OPTIME = OpTime(-1, ZERO_TS)
+# How far back (oplog entries) a rollback looks for the common point.
+ROLLBACK_MAX_ENTRIES = 10_000
+_removed_file_numbers = itertools.count()
+
+
+def _document_ref(entry: Document) -> Document | None:
+    """{ns, _id} of the document a CRUD oplog entry touches; None for other entries."""
+    op = entry.get("op")
+    if op not in ("i", "u", "d") or not entry.get("ns"):
+        return None
+    target = entry.get("o2") if op == "u" and entry.get("o2") else entry.get("o")
+    if not isinstance(target, dict) or "_id" not in target:
+        return None
+    return {"ns": entry["ns"], "_id": target["_id"]}
 
 
 @dataclass
@@ -124,6 +149,8 @@ class MemberView:
     config_term: int | None = None
     election_time: Timestamp | None = None
     term: int = -1
+    # time.monotonic() at which the last heartbeat that this member answered was sent
+    last_ok: float = 0.0
 
 
 def split_host(host: str) -> tuple[str, int]:
@@ -343,6 +370,8 @@ class Replication:
         self._stopping = False
         self._last_takeover_check = 0.0
         self._majority_seen = 0.0
+        self._is_self_answers: dict[str, bool] = {}
+        self.default_rw: Document | None = None
 
     # Persistence and startup
 
@@ -416,7 +445,9 @@ class Replication:
         return [m for m in (self.config or {}).get("members", []) if m["_id"] != self.self_id]
 
     def is_writable_primary(self) -> bool:
-        return self.state == PRIMARY
+        # The liveness check first: a primary that was stopped (SIGSTOP) and has not seen a
+        # majority for electionTimeoutMillis steps down on its first command after SIGCONT.
+        return self._check_primary_majority()
 
     def is_readable(self) -> bool:
         return self.state in (PRIMARY, SECONDARY)
@@ -459,49 +490,58 @@ class Replication:
     # isSelf
 
     async def is_self(self, host: str) -> bool:
+        """mongod's isSelf: a fast path by bound address and port, then a slow path that asks
+        whoever answers at `host` for its process id (`_isSelf`), whatever the port: a member
+        behind a proxy or a port mapping is still recognised, as with mongod."""
         name, port = split_host(host)
-        if port != self.node.settings.port:
-            return False
         loop = asyncio.get_running_loop()
+        if port == self.node.settings.port:
+            try:
+                infos = await loop.getaddrinfo(name, port, type=socket.SOCK_STREAM)
+            except OSError:
+                return False
+            addresses = {info[4][0] for info in infos}
+            bound = set(self.node.listen_addresses)
+            for address in addresses:
+                if address in bound:
+                    return True
+                if bound & {"0.0.0.0", "::"} and _address_is_local(address):
+                    return True
+        if host in self._is_self_answers:
+            return self._is_self_answers[host]
         try:
-            infos = await loop.getaddrinfo(name, port, type=socket.SOCK_STREAM)
-        except OSError:
-            return False
-        addresses = {info[4][0] for info in infos}
-        bound = set(self.node.listen_addresses)
-        for address in addresses:
-            if address in bound:
-                return True
-            if bound & {"0.0.0.0", "::"} and _address_is_local(address):
-                return True
-        try:
-            client = await WireClient.connect(name, port, timeout=2.0)
+            client = await WireClient.connect(name, port, timeout=IS_SELF_TIMEOUT)
         except (OSError, TimeoutError):
             return False
         try:
-            reply = await client.command("admin", {"_isSelf": 1}, timeout=2.0)
-            return reply.get("id") == self.node.process_id
-        except (OSError, TimeoutError, CommandError):
+            reply = await client.command("admin", {"_isSelf": 1}, timeout=IS_SELF_TIMEOUT)
+        except (OSError, TimeoutError, CommandError, ProtocolError, asyncio.IncompleteReadError):
             return False
         finally:
             client.close()
+        # A definitive answer names the process serving `host`; it holds for our lifetime.
+        answer = reply.get("id") == self.node.process_id
+        self._is_self_answers[host] = answer
+        return answer
 
     async def _find_self(self, cfg: Document) -> list[Document]:
-        found = []
-        for member in cfg["members"]:
-            if await self.is_self(member["host"]):
-                found.append(member)
-        return found
+        """The members that map to this node; every member is probed at once (bounded)."""
+        answers = await asyncio.gather(*(self.is_self(m["host"]) for m in cfg["members"]))
+        return [m for m, me in zip(cfg["members"], answers, strict=True) if me]
 
-    # Peer connections
+    # Peer connections. Every call to a peer is bounded: a frozen or partitioned peer costs the
+    # caller its timeout, never a hung task, and a connection whose call failed or timed out is
+    # closed and reopened on the next call (a late reply must never answer a later request).
 
-    async def _client(self, host: str, purpose: str) -> WireClient:
+    async def _client(self, host: str, purpose: str, timeout: float) -> WireClient:
+        """The cached connection for (host, purpose), opened and authenticated within `timeout`."""
         key = (host, purpose)
         client = self.clients.get(key)
-        if client is not None:
+        if client is not None and not client.broken:
             return client
+        self.clients.pop(key, None)
         name, port = split_host(host)
-        timeout = float(self.settings("heartbeatTimeoutSecs")) if self.config else 10.0
+        deadline = time.monotonic() + timeout
         try:
             client = await WireClient.connect(name, port, timeout=timeout)
         except ConnectionRefusedError as exc:
@@ -514,7 +554,7 @@ class Replication:
             raise ConnectionError(f"Error connecting to {host} :: caused by :: {exc}") from exc
         if self.node.key is not None:
             try:
-                await self._authenticate(client, timeout)
+                await self._authenticate(client, max(0.001, deadline - time.monotonic()))
             except CommandError as exc:
                 client.close()
                 raise ConnectionError(
@@ -523,11 +563,21 @@ class Replication:
             except MongoError as exc:
                 client.close()
                 raise ConnectionError(exc.errmsg) from exc
+            except (OSError, TimeoutError, ProtocolError, asyncio.IncompleteReadError) as exc:
+                client.close()
+                message = "timed out" if isinstance(exc, TimeoutError) else str(exc) or "closed"
+                raise ConnectionError(
+                    f"Error connecting to {host} :: caused by :: {message}"
+                ) from exc
+            except BaseException:
+                client.close()
+                raise
         self.clients[key] = client
         return client
 
     async def _authenticate(self, client: WireClient, timeout: float) -> None:
         assert self.node.key is not None
+        deadline = time.monotonic() + timeout
         scram = ScramClient("SCRAM-SHA-256", "__system", self.node.key)
         reply = await client.command(
             "local",
@@ -547,22 +597,26 @@ class Replication:
                 "conversationId": reply["conversationId"],
                 "payload": Binary(0, final),
             },
-            timeout,
+            max(0.001, deadline - time.monotonic()),
         )
         scram.verify(reply["payload"].data)
 
     async def _call(self, host: str, purpose: str, body: Document, timeout: float) -> Document:
-        """Run an internal command on a member; transport errors drop the cached connection."""
-        client = await self._client(host, purpose)
+        """Run an internal command on a member within `timeout` seconds (connect and
+        authentication included); transport errors and timeouts drop the cached connection and
+        surface as ConnectionError."""
+        deadline = time.monotonic() + timeout
+        client = await self._client(host, purpose, timeout)
         try:
-            return await client.command("admin", body, timeout)
+            return await client.command("admin", body, max(0.001, deadline - time.monotonic()))
         except CommandError:
             raise
-        except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
-            self.clients.pop((host, purpose), None)
-            client.close()
+        except (OSError, TimeoutError, ProtocolError, asyncio.IncompleteReadError) as exc:
             message = "timed out" if isinstance(exc, TimeoutError) else str(exc) or "closed"
             raise ConnectionError(f"Error connecting to {host} :: caused by :: {message}") from exc
+        finally:
+            if client.broken and self.clients.get((host, purpose)) is client:
+                del self.clients[(host, purpose)]
 
     # Oplog
 
@@ -634,12 +688,32 @@ class Replication:
         async with self.progress:
             self.progress.notify_all()
 
-    async def await_write_concern(self, concern: Document) -> Document | None:
+    def implicit_default_write_concern(self) -> Document:
+        """MongoDB 5.0+: {w: 1} when arbiters exist and the data-bearing voters are no more than
+        a voting majority (PSA-like sets), otherwise {w: "majority"}."""
+        members = (self.config or {}).get("members", [])
+        arbiters = sum(1 for m in members if m["arbiterOnly"])
+        data_voters = sum(1 for m in members if voting(m) and not m["arbiterOnly"])
+        if arbiters and data_voters <= self.majority_vote_count():
+            return {"w": 1, "wtimeout": 0}
+        return {"w": "majority", "wtimeout": 0}
+
+    def default_write_concern(self) -> tuple[Document, str]:
+        """The write concern of a write that has none, and its provenance."""
+        stored = self.node.storage.find_by_id("config", "settings", "ReadWriteConcernDefaults")
+        if stored is not None and stored.get("defaultWriteConcern"):
+            return dict(stored["defaultWriteConcern"]), "customDefault"
+        return self.implicit_default_write_concern(), "implicitDefault"
+
+    async def await_write_concern(
+        self, concern: Document, provenance: str = "clientSupplied"
+    ) -> Document | None:
         w = concern.get("w", 1)
         wtimeout = int(concern.get("wtimeout", 0) or 0)
         if w in (0, 1) or (isinstance(w, int) and w < 0):
             return None
         target = self.last_applied
+        term = self.term
         data_members = [m for m in (self.config or {}).get("members", []) if not m["arbiterOnly"]]
         if w == "majority":
             needed = self.write_majority_count()
@@ -661,10 +735,19 @@ class Replication:
                 "errmsg": f"No write concern mode named '{w}' found in replica set configuration",
                 "errInfo": {},
             }
+        echoed = {"w": w, "wtimeout": wtimeout, "provenance": provenance}
+
+        def stepped_down() -> bool:
+            return self.state != PRIMARY or self.term != term
 
         def satisfied() -> bool:
+            if stepped_down():
+                return True
             return sum(1 for m in pool if self._applied(m["_id"]) >= target) >= needed
 
+        # A primary that cannot see a majority (for instance one that was just thawed after
+        # SIGSTOP) steps down here rather than wait on members that moved on.
+        self._check_primary_majority()
         async with self.progress:
             try:
                 if wtimeout > 0:
@@ -676,15 +759,17 @@ class Replication:
                     "code": 64,
                     "codeName": "WriteConcernFailed",
                     "errmsg": "waiting for replication timed out",
-                    "errInfo": {
-                        "wtimeout": True,
-                        "writeConcern": {
-                            "w": w,
-                            "wtimeout": wtimeout,
-                            "provenance": "clientSupplied",
-                        },
-                    },
+                    "errInfo": {"wtimeout": True, "writeConcern": echoed},
                 }
+        if stepped_down() and not sum(1 for m in pool if self._applied(m["_id"]) >= target) >= (
+            needed
+        ):
+            return {
+                "code": 189,
+                "codeName": "PrimarySteppedDown",
+                "errmsg": "Primary stepped down while waiting for replication",
+                "errInfo": {"writeConcern": echoed},
+            }
         return None
 
     # Config installation
@@ -1180,6 +1265,7 @@ class Replication:
         self.primary_id = None
         self.last_primary_contact = time.monotonic()
         self._set_state(SECONDARY)
+        self._progress_changed()  # write-concern waiters fail with PrimarySteppedDown
 
     # hello
 
@@ -1247,6 +1333,8 @@ class Replication:
             return await self._on_step_up()
         if name == "_oplogFetch":
             return await self._on_oplog_fetch(body)
+        if name == "_rollbackInfo":
+            return self._on_rollback_info(body)
         return self._on_initial_sync()
 
     def _heartbeat_reply(self) -> Document:
@@ -1332,10 +1420,15 @@ class Replication:
         me = self.me()
         if self.state != SECONDARY or me is None or not electable(me):
             raise MongoError(95, "Node is not electable or not a secondary")
-        await self._run_election("step-up request")
+        await self._run_election("step-up request", skip_dry_run=True)
         return {"ok": 1.0}
 
     async def _on_oplog_fetch(self, body: Document) -> Document:
+        """The sync source's side of an oplog fetch. The fetcher sends its term (a higher one
+        makes a stale primary step down, as mongod's oplog getMore does) and the optime of its
+        last entry, which must be in this oplog: otherwise the histories diverged and the fetcher
+        has to roll back (OplogStartMissing)."""
+        self._set_term(int(body.get("term", -1)))
         if self.state != PRIMARY:
             raise MongoError(10107, "not primary")
         member_id = body.get("memberId")
@@ -1343,6 +1436,13 @@ class Replication:
             view = self.members[member_id]
             view.applied = max(view.applied, OpTime.from_doc(body.get("appliedOpTime")))
             self._progress_changed()
+        last = OpTime.from_doc(body.get("lastFetched"))
+        if last != NULL_OPTIME and not self._has_optime(last):
+            raise MongoError(
+                120,
+                "Our last optime fetched "
+                f"{{ ts: {last.ts}, t: {last.t} }} is not in the sync source's oplog",
+            )
         after: Timestamp = body.get("after") or ZERO_TS
         entries = [e for e in self.oplog if e["ts"] > after]
         if not entries:
@@ -1351,6 +1451,34 @@ class Replication:
                 await asyncio.wait_for(waiter.wait(), int(body.get("maxAwaitMillis", 500)) / 1000)
             entries = [e for e in self.oplog if e["ts"] > after]
         return {"entries": entries[:1000], "ok": 1.0}
+
+    def _has_optime(self, optime: OpTime) -> bool:
+        for entry in reversed(self.oplog):
+            if entry["ts"] == optime.ts:
+                return int(entry["t"]) == optime.t
+            if entry["ts"] < optime.ts:
+                return False
+        return False
+
+    def _on_rollback_info(self, body: Document) -> Document:
+        """For a member that rolls back: the newest of its optimes that this oplog holds (the
+        common point) and this node's current version of each document it asks for (mongod's
+        "refetch" of rolled-back documents from the sync source)."""
+        common = None
+        for doc in body.get("optimes") or []:
+            optime = OpTime.from_doc(doc)
+            if self._has_optime(optime):
+                common = optime.doc()
+                break
+        docs = []
+        for ref in body.get("refetch") or []:
+            db, _, coll = str(ref.get("ns", "")).partition(".")
+            found = self.node.storage.find_by_id(db, coll, ref.get("_id"))
+            item: Document = {"ns": ref.get("ns"), "_id": ref.get("_id")}
+            if found is not None:
+                item["doc"] = found
+            docs.append(item)
+        return {"commonPoint": common, "docs": docs, "ok": 1.0}
 
     def _on_initial_sync(self) -> Document:
         if self.state != PRIMARY:
@@ -1379,59 +1507,76 @@ class Replication:
     # Background loops
 
     async def _heartbeat_loop(self, member_id: int) -> None:
+        """Heartbeats to one member, each bounded by settings.heartbeatTimeoutSecs: a member that
+        does not answer in time is marked DOWN, and the next heartbeat opens a new connection."""
         while not self._stopping:
             member = self.member(member_id)
-            me = self.me()
             if member is None:
                 return
             interval = float(self.settings("heartbeatIntervalMillis")) / 1000
-            timeout = float(self.settings("heartbeatTimeoutSecs"))
-            view = self.members.setdefault(member_id, MemberView())
-            cfg = self.config
-            assert cfg is not None
-            body: Document = {
-                "replSetHeartbeat": self.set_name,
-                "configVersion": cfg["version"],
-                "configTerm": cfg["term"],
-                "from": me["host"] if me else "",
-                "fromId": me["_id"] if me else -1,
-                "term": Int64(self.term),
-            }
-            if (view.config_term, view.config_version) != (cfg["term"], cfg["version"]):
-                body["config"] = cfg
             started = time.monotonic()
             try:
-                reply = await self._call(member["host"], "heartbeat", body, timeout)
-                self._on_heartbeat_reply(member_id, reply, started)
-            except (CommandError, ConnectionError) as exc:
-                message = (
-                    str(exc.reply.get("errmsg")) if isinstance(exc, CommandError) else str(exc)
-                )
-                if view.health != 0.0 or view.message != message:
-                    self.node.log.info(
-                        "REPL",
-                        23974,
-                        "ReplCoord",
-                        "Heartbeat failed",
-                        target=member["host"],
-                        error=message,
-                    )
-                view.health = 0.0
-                view.state = DOWN
-                view.message = message
-                view.up_since = None
-                view.last_heartbeat = datetime.datetime.now(UTC)
-                if self.primary_id == member_id:
-                    self.primary_id = None
-                    self.node.bump_topology()
+                await self._heartbeat_once(member_id, member, started)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # never let one bad exchange end the member's heartbeats
+                self._heartbeat_failed(member_id, member, f"{type(exc).__name__}: {exc}")
             await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
 
+    async def _heartbeat_once(self, member_id: int, member: Document, started: float) -> None:
+        me = self.me()
+        timeout = float(self.settings("heartbeatTimeoutSecs"))
+        view = self.members.setdefault(member_id, MemberView())
+        cfg = self.config
+        assert cfg is not None
+        body: Document = {
+            "replSetHeartbeat": self.set_name,
+            "configVersion": cfg["version"],
+            "configTerm": cfg["term"],
+            "from": me["host"] if me else "",
+            "fromId": me["_id"] if me else -1,
+            "term": Int64(self.term),
+        }
+        if (view.config_term, view.config_version) != (cfg["term"], cfg["version"]):
+            body["config"] = cfg
+        try:
+            reply = await self._call(member["host"], "heartbeat", body, timeout)
+        except (CommandError, ConnectionError) as exc:
+            message = str(exc.reply.get("errmsg")) if isinstance(exc, CommandError) else str(exc)
+            self._heartbeat_failed(member_id, member, message)
+            return
+        if self.member(member_id) is not None:
+            self._on_heartbeat_reply(member_id, reply, started)
+
+    def _heartbeat_failed(self, member_id: int, member: Document, message: str) -> None:
+        view = self.members.setdefault(member_id, MemberView())
+        if view.health != 0.0 or view.message != message:
+            self.node.log.info(
+                "REPL",
+                23974,
+                "ReplCoord",
+                "Heartbeat failed",
+                target=member["host"],
+                error=message,
+            )
+        view.health = 0.0
+        view.state = DOWN
+        view.message = message
+        view.up_since = None
+        view.last_heartbeat = datetime.datetime.now(UTC)
+        if self.primary_id == member_id:
+            self.primary_id = None
+            self.node.bump_topology()
+
     def _on_heartbeat_reply(self, member_id: int, reply: Document, started: float) -> None:
+        """A heartbeat answer. Liveness is dated by when the request was *sent*: an answer that
+        sat in a socket buffer while this process was stopped proves nothing about now."""
         view = self.members[member_id]
         if view.health == 0.0:
             view.up_since = time.monotonic()
         view.health = 1.0
         view.message = ""
+        view.last_ok = max(view.last_ok, started)
         view.state = int(reply.get("state", UNKNOWN))
         view.applied = max(view.applied, OpTime.from_doc(reply.get("appliedOpTime")))
         view.config_version = reply.get("configVersion")
@@ -1445,7 +1590,7 @@ class Replication:
             if self.primary_id != member_id:
                 self.primary_id = member_id
                 self.node.bump_topology()
-            self.last_primary_contact = time.monotonic()
+            self.last_primary_contact = max(self.last_primary_contact, started)
         elif self.primary_id == member_id:
             self.primary_id = None
             self.node.bump_topology()
@@ -1470,58 +1615,94 @@ class Replication:
     async def _election_loop(self) -> None:
         while not self._stopping:
             await asyncio.sleep(0.05)
-            me = self.me()
-            if me is None:
-                continue
-            now = time.monotonic()
-            if self.state == PRIMARY:
-                self._check_primary_majority()
-                continue
-            if self.state != SECONDARY or not electable(me) or now < self.frozen_until:
-                continue
-            primary = self.member(self.primary_id)
-            if primary is None:
-                if now - self.last_primary_contact >= self._election_delay():
-                    await self._run_election("election timeout")
-            elif (
-                me["priority"] > primary["priority"]
-                and self.last_applied >= self._applied(primary["_id"])
-                and now - self.last_primary_contact < 1.0
-            ):
-                takeover_after = float(self.settings("heartbeatIntervalMillis")) / 1000 * 2
-                if now - self.started > takeover_after and (
-                    now - self._last_takeover_check >= takeover_after
-                ):
-                    self._last_takeover_check = now
-                    await self._run_election("priority takeover")
+            try:
+                await self._election_tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the loop must outlive any one failed round
+                self.node.log.warning(
+                    "ELECTION", None, "ReplCoord", "Election round failed", error=repr(exc)
+                )
 
-    def _check_primary_majority(self) -> None:
+    async def _election_tick(self) -> None:
+        me = self.me()
+        if me is None:
+            return
+        now = time.monotonic()
+        if self.state == PRIMARY:
+            self._check_primary_majority()
+            return
+        if self.state != SECONDARY or not electable(me) or now < self.frozen_until:
+            return
+        primary = self.member(self.primary_id)
+        # mongod's election timeout: no heartbeat answer from a primary for
+        # electionTimeoutMillis (plus this node's offset), whether or not the primary is
+        # already marked DOWN (that takes heartbeatTimeoutSecs).
+        if now - self.last_primary_contact >= self._election_delay():
+            await self._run_election("election timeout")
+        elif (
+            primary is not None
+            and me["priority"] > primary["priority"]
+            and self.last_applied >= self._applied(primary["_id"])
+            and now - self.last_primary_contact < 1.0
+        ):
+            takeover_after = float(self.settings("heartbeatIntervalMillis")) / 1000 * 2
+            if now - self.started > takeover_after and (
+                now - self._last_takeover_check >= takeover_after
+            ):
+                self._last_takeover_check = now
+                await self._run_election("priority takeover")
+
+    def _live_voters(self, now: float) -> int:
+        """Voting members heard from (a heartbeat answer to a request sent) within the election
+        timeout, this node included: mongod's liveness rule for a primary."""
         cfg = self.config
         assert cfg is not None
-        visible = sum(1 for m in cfg["members"] if voting(m) and self._healthy(m["_id"]))
-        if visible >= self.majority_vote_count():
-            self._majority_seen = time.monotonic()
-            return
-        timeout = float(self.settings("electionTimeoutMillis")) / 1000
-        if time.monotonic() - self._majority_seen > timeout:
-            self._step_down("can't see a majority of the set")
+        window = float(self.settings("electionTimeoutMillis")) / 1000
+        alive = 0
+        for member in cfg["members"]:
+            if not voting(member):
+                continue
+            if member["_id"] == self.self_id:
+                alive += 1
+                continue
+            view = self.members.get(member["_id"])
+            if view is not None and now - view.last_ok < window:
+                alive += 1
+        return alive
 
-    async def _run_election(self, reason: str) -> None:
+    def _check_primary_majority(self) -> bool:
+        """Step down if a majority of voters has not been heard from for electionTimeoutMillis.
+
+        A process that was stopped (SIGSTOP) runs this on its first turn after SIGCONT: the
+        liveness dates are all older than the window then, so it steps down before it can
+        acknowledge anything that needs other members. Returns whether this node is still
+        primary."""
+        if self.state != PRIMARY:
+            return False
+        now = time.monotonic()
+        if self._live_voters(now) >= self.majority_vote_count():
+            return True
+        window = float(self.settings("electionTimeoutMillis")) / 1000
+        if now - self._majority_seen < window:  # grace period right after the election
+            return True
+        self.node.log.info(
+            "REPL", 21809, "ReplCoord", "Can't see a majority of the set, relinquishing primary"
+        )
+        self._step_down("can't see a majority of the set")
+        return False
+
+    async def _request_votes(self, term: int, dry_run: bool) -> int:
+        """Ask every other voter for its vote in `term`; stop as soon as a majority has granted
+        it, when every voter answered, or when the election timeout passes."""
         cfg = self.config
         me = self.me()
         assert cfg is not None and me is not None
-        self.term += 1
-        term = self.term
-        self.voted_for = (term, me["_id"])
-        self._persist_term()
-        self.node.log.info(
-            "ELECTION", 21444, "ReplCoord", "Starting an election", reason=reason, term=term
-        )
         timeout = float(self.settings("electionTimeoutMillis")) / 1000
         body = {
             "replSetRequestVotes": 1,
             "setName": self.set_name,
-            "dryRun": False,
+            "dryRun": dry_run,
             "term": Int64(term),
             "candidateIndex": me["_id"],
             "configVersion": cfg["version"],
@@ -1537,21 +1718,63 @@ class Replication:
             self._set_term(int(reply.get("term", -1)))
             return bool(reply.get("voteGranted"))
 
-        voters = [m for m in self.others() if voting(m)]
-        results = await asyncio.gather(*(ask(m) for m in voters))
-        votes = 1 + sum(results)
+        needed = self.majority_vote_count()
+        votes = 1
+        pending = {asyncio.ensure_future(ask(m)) for m in self.others() if voting(m)}
+        deadline = time.monotonic() + timeout
+        try:
+            while pending and votes < needed:
+                done, pending = await asyncio.wait(
+                    pending,
+                    timeout=max(0.0, deadline - time.monotonic()),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if not done:
+                    break
+                votes += sum(1 for task in done if task.result())
+        finally:
+            for task in pending:
+                task.cancel()
+        return votes
+
+    async def _run_election(self, reason: str, skip_dry_run: bool = False) -> None:
+        """A dry run for term + 1 first (it changes no term, so an isolated member cannot raise
+        the set's term while it cannot win), then the real election."""
+        cfg = self.config
+        me = self.me()
+        assert cfg is not None and me is not None
+        needed = self.majority_vote_count()
+        if not skip_dry_run:
+            votes = await self._request_votes(self.term + 1, dry_run=True)
+            if self.state != SECONDARY or self.config is not cfg:
+                return
+            if votes < needed:
+                self.node.log.info(
+                    "ELECTION",
+                    21447,
+                    "ReplCoord",
+                    "Not becoming primary",
+                    reason="dry run lost",
+                    votes=votes,
+                    needed=needed,
+                )
+                self.last_primary_contact = time.monotonic()
+                return
+        self.term += 1
+        term = self.term
+        self.voted_for = (term, me["_id"])
+        self._persist_term()
+        self.node.log.info(
+            "ELECTION", 21444, "ReplCoord", "Starting an election", reason=reason, term=term
+        )
+        votes = await self._request_votes(term, dry_run=False)
         if self.term != term or self.state != SECONDARY or self.config is not cfg:
             return
-        if votes >= self.majority_vote_count():
+        if votes >= needed:
             self._become_primary()
         else:
             self.node.log.info(
-                "ELECTION",
-                21447,
-                "ReplCoord",
-                "Not becoming primary",
-                votes=votes,
-                needed=self.majority_vote_count(),
+                "ELECTION", 21447, "ReplCoord", "Not becoming primary", votes=votes, needed=needed
             )
             self.last_primary_contact = time.monotonic()
 
@@ -1587,22 +1810,44 @@ class Replication:
                     await self._initial_sync(source)
                     continue
                 await self._fetch_once(source)
-            except (CommandError, ConnectionError) as exc:
-                self.node.log.info(
-                    "REPL",
-                    21799,
-                    "BackgroundSync",
-                    "Sync source unavailable",
-                    syncSource=source,
-                    error=str(exc),
-                )
+            except asyncio.CancelledError:
+                raise
+            except CommandError as exc:
+                if exc.code == 120 and self.state == SECONDARY:
+                    await self._rollback_safely(source)
+                    continue
+                self._sync_source_failed(source, str(exc.reply.get("errmsg")))
                 await asyncio.sleep(0.2)
+            except Exception as exc:  # ConnectionError, or anything that must not end the loop
+                self._sync_source_failed(source, f"{type(exc).__name__}: {exc}")
+                await asyncio.sleep(0.2)
+
+    async def _rollback_safely(self, source: str) -> None:
+        try:
+            await self._rollback(source)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the fetch loop retries; it must never end
+            self.node.log.error(
+                "ROLLBACK", None, "BackgroundSync", "Rollback failed", error=repr(exc)
+            )
+            await asyncio.sleep(0.2)
+
+    def _sync_source_failed(self, source: str, error: str) -> None:
+        self.node.log.info(
+            "REPL",
+            21799,
+            "BackgroundSync",
+            "Sync source unavailable",
+            syncSource=source,
+            error=error,
+        )
 
     async def _initial_sync(self, source: str) -> None:
         self.node.log.info(
             "INITSYNC", 21173, "ReplCoordExtern-0", "Starting initial sync", syncSource=source
         )
-        reply = await self._call(source, "fetch", {"_initialSync": 1}, 60.0)
+        reply = await self._call(source, "fetch", {"_initialSync": 1}, INITIAL_SYNC_TIMEOUT)
         storage = self.node.storage
         for db in storage.database_names():
             if db != "local":
@@ -1622,11 +1867,13 @@ class Replication:
         body = {
             "_oplogFetch": 1,
             "after": self.last_applied.ts,
+            "lastFetched": self.last_applied.doc(),
             "appliedOpTime": self.last_applied.doc(),
             "memberId": me["_id"] if me else -1,
-            "maxAwaitMillis": 500,
+            "term": Int64(self.term),
+            "maxAwaitMillis": OPLOG_FETCH_AWAIT_MILLIS,
         }
-        reply = await self._call(source, "fetch", body, 5.0)
+        reply = await self._call(source, "fetch", body, OPLOG_FETCH_TIMEOUT)
         entries = reply.get("entries") or []
         if not entries:
             return
@@ -1637,6 +1884,134 @@ class Replication:
             if self.state not in (SECONDARY, STARTUP2) or entry["ts"] <= self.last_applied.ts:
                 continue
             self._apply(entry)
+
+    # Rollback
+
+    async def _rollback(self, source: str) -> None:
+        """Undo this node's oplog entries after the common point with the sync source.
+
+        mongod 4.0+ recovers to a stable timestamp; the double does what mongod's older "refetch"
+        rollback did, with the same outcome: each document touched by a rolled-back insert,
+        update or delete is replaced by the sync source's current version (or removed if the
+        source has none), the local oplog is truncated to the common point, and fetching resumes
+        from there. The local versions of those documents are written, as mongod does, to
+        <dbPath>/rollback/<collection UUID>/removed.<time>.<n>.bson (a file of concatenated BSON
+        documents). Collection-level commands (create/drop/createIndexes) are not undone."""
+        self.node.log.info("ROLLBACK", 21593, "BackgroundSync", "Transition to ROLLBACK")
+        self._set_state(ROLLBACK)
+        started = datetime.datetime.now(UTC)
+        try:
+            await self._rollback_to_common_point(source, started)
+        finally:
+            if self.state == ROLLBACK:
+                self.node.log.info("ROLLBACK", 21611, "BackgroundSync", "Transition to SECONDARY")
+                self._set_state(SECONDARY)
+
+    async def _rollback_to_common_point(self, source: str, started: datetime.datetime) -> None:
+        self.node.log.info("ROLLBACK", 21606, "BackgroundSync", "Finding common point")
+        candidates = list(reversed(self.oplog[-ROLLBACK_MAX_ENTRIES:]))
+        refetch: list[Document] = []
+        seen: set[tuple[str, bytes]] = set()
+        for entry in candidates:
+            ref = _document_ref(entry)
+            if ref is not None and (ref["ns"], id_key(ref["_id"])) not in seen:
+                seen.add((ref["ns"], id_key(ref["_id"])))
+                refetch.append(ref)
+        reply = await self._call(
+            source,
+            "fetch",
+            {
+                "_rollbackInfo": 1,
+                "optimes": [{"ts": e["ts"], "t": e["t"]} for e in candidates],
+                "refetch": refetch,
+            },
+            OPLOG_FETCH_TIMEOUT,
+        )
+        if reply.get("commonPoint") is None:
+            self.node.log.error(
+                "ROLLBACK",
+                None,
+                "BackgroundSync",
+                "Rollback failed: no common point with the sync source within the last "
+                f"{ROLLBACK_MAX_ENTRIES} oplog entries",
+                syncSource=source,
+            )
+            return
+        common = OpTime.from_doc(reply["commonPoint"])
+        self.node.log.info(
+            "ROLLBACK",
+            21607,
+            "BackgroundSync",
+            "Rollback common point",
+            commonPointOpTime=common.doc(),
+        )
+        keep = [e for e in self.oplog if e["ts"] <= common.ts]
+        undone = self.oplog[len(keep) :]
+        remote = {(str(d["ns"]), id_key(d["_id"])): d.get("doc") for d in reply.get("docs") or []}
+        touched: dict[tuple[str, bytes], Document] = {}
+        for entry in undone:
+            ref = _document_ref(entry)
+            if ref is not None:
+                touched.setdefault((ref["ns"], id_key(ref["_id"])), ref)
+        storage = self.node.storage
+        saved: dict[str, list[Document]] = {}
+        for key, ref in touched.items():
+            db, _, coll = ref["ns"].partition(".")
+            local = storage.find_by_id(db, coll, ref["_id"])
+            if local is not None:
+                saved.setdefault(ref["ns"], []).append(local)
+            theirs = remote.get(key)
+            if theirs is not None:
+                storage.replace(db, coll, theirs)
+            elif local is not None:
+                storage.delete(db, coll, ref["_id"])
+        directories = []
+        for ns, docs in saved.items():
+            directories.append(str(self._write_rollback_file(ns, docs)))
+        storage.rewrite_oplog(keep)
+        self.oplog = keep
+        self.last_applied = common
+        self.commit_point = min(self.commit_point, common)
+        self._progress_changed()
+        self.node.log.info("ROLLBACK", 21592, "BackgroundSync", "Rollback complete")
+        summary: Document = {
+            "startTime": started,
+            "endTime": datetime.datetime.now(UTC),
+            "syncSource": source,
+            "commonPoint": common.doc(),
+            "lastOptimeRolledBack": OpTime(int(undone[-1]["t"]), undone[-1]["ts"]).doc()
+            if undone
+            else common.doc(),
+            "rollbackNamespaces": sorted(touched_ns for touched_ns, _ in touched),
+            "totalEntriesRolledBackIncludingNoops": len(undone),
+        }
+        if directories:
+            summary["rollbackDataFileDirectory"] = os.path.commonpath(directories)
+        self.node.log.info("ROLLBACK", 21612, "BackgroundSync", "Rollback summary", **summary)
+
+    def _write_rollback_file(self, ns: str, docs: list[Document]) -> Path:
+        """mongod's RemoveSaver: <dbPath>/rollback/<uuid>/removed.<time>.<n>.bson."""
+        db, _, coll = ns.partition(".")
+        collection_uuid = self.node.storage.collection_uuid(db, coll)
+        directory = Path(self.node.storage.db_path) / "rollback" / str(collection_uuid)
+        stamp = datetime.datetime.now(UTC).strftime("%Y-%m-%dT%H-%M-%S")
+        path = directory / f"removed.{stamp}.{next(_removed_file_numbers)}.bson"
+        self.node.log.info(
+            "ROLLBACK",
+            21609,
+            "BackgroundSync",
+            "Preparing to write deleted documents to a rollback file",
+            namespace=ns,
+            uuid=str(collection_uuid),
+            file=str(path),
+        )
+        directory.mkdir(parents=True, exist_ok=True)
+        with path.open("wb") as handle:
+            for doc in docs:
+                handle.write(bson_codec.encode(doc))
+            handle.flush()
+            os.fsync(handle.fileno())
+        return directory
 
     async def _housekeeping_loop(self) -> None:
         """On the primary: drop `newlyAdded` once a new member is a healthy SECONDARY."""

@@ -109,7 +109,9 @@ class Node:
             return None
         return doc.get("credentials", {}).get(mechanism)
 
-    async def await_write_concern(self, concern: Any) -> Document | None:
+    async def await_write_concern(
+        self, concern: Any, provenance: str = "clientSupplied"
+    ) -> Document | None:
         if not isinstance(concern, dict):
             return None
         if self.repl is None:
@@ -122,7 +124,7 @@ class Node:
                     "errInfo": {},
                 }
             return None
-        return await self.repl.await_write_concern(concern)
+        return await self.repl.await_write_concern(concern, provenance)
 
     def request_shutdown(self, reason: str) -> None:
         self.log.info("CONTROL", 4784900, "conn", "Shutdown requested", reason=reason)

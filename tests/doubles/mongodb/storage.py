@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import os
 import urllib.parse
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -33,6 +34,8 @@ def id_key(value: Any) -> bytes:
 class Collection:
     docs: dict[bytes, Document] = field(default_factory=dict)
     indexes: list[Document] = field(default_factory=list)
+    # The collection's UUID (named the rollback directory, as in mongod); kept in the file.
+    uuid: uuid.UUID = field(default_factory=uuid.uuid4)
 
 
 def _default_indexes() -> list[Document]:
@@ -86,6 +89,8 @@ class Storage:
                 records = bson_codec.decode_all(path.read_bytes())
                 meta, docs = records[0], records[1:]
                 collection = Collection(indexes=meta.get("indexes", _default_indexes()))
+                if isinstance(meta.get("uuid"), str):
+                    collection.uuid = uuid.UUID(meta["uuid"])
                 for doc in docs:
                     collection.docs[id_key(doc["_id"])] = doc
                 self.dbs.setdefault(db, {})[coll] = collection
@@ -100,7 +105,8 @@ class Storage:
         self._dir(db).mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         with tmp.open("wb") as handle:
-            handle.write(bson_codec.encode({"indexes": collection.indexes}))
+            meta = {"indexes": collection.indexes, "uuid": str(collection.uuid)}
+            handle.write(bson_codec.encode(meta))
             for doc in collection.docs.values():
                 handle.write(bson_codec.encode(doc))
             handle.flush()
@@ -197,6 +203,22 @@ class Storage:
     def read_oplog(self) -> list[Document]:
         path = self._oplog_file()
         return bson_codec.decode_all(path.read_bytes()) if path.exists() else []
+
+    def rewrite_oplog(self, entries: list[Document]) -> None:
+        """Rollback: replace the oplog with `entries` (write-to-temp, fsync, rename)."""
+        path = self._oplog_file()
+        tmp = path.with_name(path.name + ".tmp")
+        with tmp.open("wb") as handle:
+            for entry in entries:
+                handle.write(bson_codec.encode(entry))
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.replace(path)
+
+    def collection_uuid(self, db: str, coll: str) -> uuid.UUID:
+        """The UUID of a collection; one that no longer exists gets a fresh one."""
+        collection = self.collection(db, coll)
+        return collection.uuid if collection is not None else uuid.uuid4()
 
     def append_oplog(self, entry: Document) -> None:
         with self._oplog_file().open("ab") as handle:

@@ -167,6 +167,7 @@ class WireClient:
         self.reader = reader
         self.writer = writer
         self._lock = asyncio.Lock()
+        self.broken = False
 
     @classmethod
     async def connect(cls, host: str, port: int, timeout: float) -> WireClient:
@@ -174,16 +175,31 @@ class WireClient:
         return cls(reader, writer)
 
     async def command(self, db: str, body: Document, timeout: float) -> Document:
-        """Send a command; raise CommandError on ok:0, TimeoutError/OSError on transport errors."""
+        """Send a command; raise CommandError on ok:0, TimeoutError/OSError on transport errors.
+
+        `timeout` bounds the whole exchange (waiting for the connection, sending, reading). A
+        connection whose exchange timed out or failed is in an unknown state (a late reply could
+        be read as the answer to the next request), so it is closed and must not be reused.
+        """
+        if self.broken:
+            raise ConnectionResetError("connection was discarded after an earlier failure")
+        try:
+            return await asyncio.wait_for(self._exchange(db, body), timeout)
+        except CommandError:
+            raise
+        except BaseException:
+            self.broken = True
+            self.close()
+            raise
+
+    async def _exchange(self, db: str, body: Document) -> Document:
         request = dict(body)
         request["$db"] = db
         async with self._lock:
             request_id = next_request_id()
             self.writer.write(encode_op_msg(request_id, 0, request))
             await self.writer.drain()
-            _, response_to, op_code, payload = await asyncio.wait_for(
-                read_frame(self.reader), timeout
-            )
+            _, response_to, op_code, payload = await read_frame(self.reader)
         if op_code != OP_MSG or response_to != request_id:
             raise ProtocolError("unexpected reply")
         reply = parse_op_msg(response_to, payload).body
@@ -192,4 +208,5 @@ class WireClient:
         return reply
 
     def close(self) -> None:
+        self.broken = True
         self.writer.close()
