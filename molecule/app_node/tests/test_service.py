@@ -100,7 +100,7 @@ def test_requests_are_logged_as_json_without_secrets(node, target, http_get, sec
     assert lines, LOG_FILE
     last = json.loads(lines[-1])
     assert (last["method"], last["path"], last["status"]) == ("GET", path, 404)
-    assert {"time", "level", "msg", "duration_ms"} <= last.keys()
+    assert {"ts", "level", "requestId", "actorId", "route", "msg", "duration_ms"} <= last.keys()
     for value in (secret("app_jwt_secret"), secret("mongodb_app_password")):
         assert not [line for line in lines if value in line]
 
