@@ -10,6 +10,7 @@ other; the exit code is 1 when any failed.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -17,6 +18,8 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.harness import strategy
 
 
 @dataclass(frozen=True)
@@ -29,10 +32,19 @@ class Result:
 
 def run(scenario: str, logs: Path) -> Result:
     log = logs / f"{scenario}.log"
+    # Mitogen's strategy unless CLINIC_MOLECULE_STRATEGY names another (linear: Ansible's own); the
+    # tests' own ansible-playbook runs inherit it.
+    env = os.environ | strategy.environment(
+        os.environ.get("CLINIC_MOLECULE_STRATEGY", strategy.DEFAULT)
+    )
     start = time.monotonic()
     with log.open("w") as out:
         returncode = subprocess.run(
-            ["molecule", "test", "-s", scenario], stdout=out, stderr=subprocess.STDOUT, check=False
+            ["molecule", "test", "-s", scenario],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            check=False,
         ).returncode
     return Result(scenario, returncode, time.monotonic() - start, log)
 
