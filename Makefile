@@ -11,7 +11,7 @@ SCENARIOS := $(sort $(patsubst molecule/%/molecule.yml,%,$(wildcard molecule/*/m
 SCENARIO ?=
 COLLECTION := .ansible/collections/ansible_collections/clinic/infra/MANIFEST.json
 
-.PHONY: help test lint unit mongosh molecule bench bench-hardening bench-inventory bench-deploy bench-lab lab lab-down lab-deploy images docker clean-harness venv docs
+.PHONY: help test lint unit mongosh molecule bench bench-hardening bench-inventory bench-deploy bench-lab lab lab-down lab-deploy lab-failover images docker clean-harness venv docs
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -92,6 +92,9 @@ lab: venv docker ## The whole platform on local containers (a second run changes
 
 lab-down: venv docker ## Remove the lab: its containers, network, moto server and lab/.state
 	python -m lab down
+
+lab-failover: venv ## Stop, then freeze, the running lab's primary under API load: writes, failed, lost, election_s
+	python -m lab failover
 
 VERSION ?=
 lab-deploy: venv ## Rolling deploy of VERSION=... (1.0.0, 2.0.0, broken 3.0.0 or 4.0.0) to the running lab

@@ -23,9 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import ansible_mitogen
-
-from lab import aws, smoke
+from lab import aws, failover, smoke
 from lab.settings import (
     INVENTORY_DIR,
     LAB_DIR,
@@ -38,6 +36,7 @@ from lab.settings import (
     load,
     storage,
 )
+from tests.harness import strategy
 
 COLLECTIONS_DIR = STATE_DIR / "collections"
 RECAP = re.compile(
@@ -51,26 +50,10 @@ def say(message: str) -> None:
     print(f"\n== lab: {message}", flush=True)
 
 
-def strategy() -> dict[str, str]:
-    """Mitogen's linear strategy unless CLINIC_LAB_STRATEGY names another (linear: Ansible's own).
-
-    Same plays, same order, same results; Mitogen keeps one Python interpreter per host and sends
-    modules to it instead of starting Python for every task (docs/benchmarks.md: make bench-lab)."""
-    name = os.environ.get("CLINIC_LAB_STRATEGY", "mitogen_linear")
-    if not name.startswith("mitogen"):
-        return {"ANSIBLE_STRATEGY": name}
-    return {
-        "ANSIBLE_STRATEGY": name,
-        "ANSIBLE_STRATEGY_PLUGINS": str(
-            Path(ansible_mitogen.__file__).parent / "plugins" / "strategy"
-        ),
-    }
-
-
 def environment(lab: Lab) -> dict[str, str]:
     venv_bin = Path(sys.executable).parent
     return {
-        **strategy(),
+        **strategy.environment(os.environ.get("CLINIC_LAB_STRATEGY", strategy.DEFAULT)),
         **aws_environment(lab),
         "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
         "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
@@ -347,9 +330,12 @@ def main() -> int:
     release = commands.add_parser("deploy", help="rolling deploy of a release to the lab")
     release.add_argument("version")
     commands.add_parser("down", help="remove the lab")
+    commands.add_parser("failover", help="stop, then freeze, the primary under load")
     args = parser.parse_args()
     if args.command == "deploy":
         return deploy(args.version)
+    if args.command == "failover":
+        return failover.run(load())
     return up() if args.command == "up" else down()
 
 
