@@ -5,8 +5,9 @@ way an application or an operator would, with the secrets read from SSM like the
 Members are known to the set as "<address>:27017"; their containers are named mdb1..mdb3.
 
 The modules run in a fixed order (MODULE_ORDER, also the alphabetical one): bad input, which must
-change nothing, first; then the failover and the membership changes, which leave the set as they
-found it; the checks of the converged set; last the rolling restart, which also restores the set.
+change nothing, first; then the failovers (a stop, a freeze) and the membership changes, which
+leave the set as they found it; the checks of the converged set; last the rolling restart, which
+also restores the set.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ HEALTHY_STATES = ("PRIMARY", "SECONDARY")
 MODULE_ORDER = (
     "test_bad_input",
     "test_failover",
+    "test_freeze",
     "test_membership",
     "test_replicaset",
     "test_rolling_restart",
