@@ -10,10 +10,11 @@ use it as `deb [signed-by=/etc/apt/keyrings/<name>.asc] http://<address> bookwor
 DIR keeps a stamp with the hash of the recipe (the doubles' sources, debbuild.py, the schema the
 CloudWatch agent double's package installs, which is the project's own
 tests/doubles/cloudwatch_agent/agent_schema.json unless --schema names another, and this file).
-When the stamp matches, nothing is rebuilt. The signing key is made afresh for every build in a
-temporary GnuPG home and its secret half is never written to DIR, which is served over HTTP as it
-is. DIR itself is kept (only its content is replaced), so a container that has it bind-mounted
-sees a rebuild.
+When the stamp matches, nothing is rebuilt. The signing key is made on the first build, in a GnuPG
+home beside DIR (`.<DIR name>.gnupg`, 0700), and reused by every rebuild into DIR, so hosts that
+trust the repository keep trusting it; its secret half is never written to DIR, which is served
+over HTTP as it is. DIR itself is kept (only its content is replaced), so a container that has it
+bind-mounted sees a rebuild.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def recipe_hash(schema: Path = cloudwatch_agent.DEFAULT_SCHEMA) -> str:
     return digest.hexdigest()
 
 
-def _build_into(staging: Path, schema: Path) -> None:
+def _build_into(staging: Path, schema: Path, gnupg_home: Path) -> None:
     debs_dir = staging / "debs"
     debs = mongodb.build_packages(debs_dir)
     debs.append(cloudwatch_agent.build(schema, CLOUDWATCH_AGENT_VERSION, debs_dir))
@@ -87,7 +88,15 @@ def _build_into(staging: Path, schema: Path) -> None:
         suites=SUITES,
         component=COMPONENT,
         architectures=ARCHITECTURES,
+        gnupg_home=gnupg_home,
     )
+
+
+def signing_home(out: Path) -> Path:
+    """Where the repository in `out` keeps its signing key: beside it, never inside (what is in
+    `out` is served), so that a rebuild signs with the key the hosts already trust, as a vendor's
+    repository keeps its key from one release to the next."""
+    return out.parent / f".{out.name}.gnupg"
 
 
 def _replace_content(out: Path, new: Path) -> None:
@@ -115,7 +124,7 @@ def ensure_repository(out: Path, schema: Path = cloudwatch_agent.DEFAULT_SCHEMA)
     # Staged beside `out` (same file system) so that a failed build leaves no half repository.
     with tempfile.TemporaryDirectory(prefix=f".{out.name}-", dir=out.parent) as tmp:
         staging = Path(tmp)
-        _build_into(staging, schema)
+        _build_into(staging, schema, signing_home(out))
         _replace_content(out, staging / "repo")
     out.chmod(0o755)
     # The stamp comes last: an interrupted run leaves none, and the next run builds again.

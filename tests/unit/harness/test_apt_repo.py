@@ -101,12 +101,23 @@ def test_second_call_reuses(repo: apt_repo.Repository, schema: Path) -> None:
     assert repo.public_key.read_bytes() == key
 
 
-def test_changed_recipe_rebuilds(repo: apt_repo.Repository, schema: Path) -> None:
+def test_changed_recipe_rebuilds_with_the_same_key(
+    repo: apt_repo.Repository, schema: Path, keyring: Path
+) -> None:
+    key = repo.public_key.read_bytes()
     (repo.path / apt_repo.STAMP).write_text("0" * 64 + "\n", encoding="ascii")
     again = apt_repo.ensure_repository(repo.path, schema)
     assert again.built
     assert (repo.path / apt_repo.STAMP).read_text(encoding="ascii").strip() == repo.recipe
     assert not [p.name for p in repo.path.parent.iterdir() if p.name.startswith(".repo-")]
+    # Hosts keep trusting a rebuilt repository: same key, and the new signatures verify with it.
+    assert repo.public_key.read_bytes() == key
+    verified = gpgv(keyring, repo.path / "dists" / "bookworm" / "InRelease")
+    assert verified.returncode == 0, verified.stderr
+    # The secret half stays beside the repository, out of what is served.
+    home = apt_repo.signing_home(repo.path)
+    assert home.parent == repo.path.parent
+    assert home.stat().st_mode & 0o777 == 0o700
 
 
 def test_recipe_covers_the_schema(schema: Path, tmp_path: Path) -> None:
