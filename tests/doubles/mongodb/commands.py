@@ -6,6 +6,7 @@ Replica set logic lives in replication.py; this module only routes those command
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import datetime
 import os
 import uuid
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import auth, config, query
 from .bson_codec import UTC, Binary, Document, Int64, ObjectId, shell_repr
-from .errors import NOT_PRIMARY_OR_SHUTDOWN, MongoError, unauthorized
+from .errors import NOT_PRIMARY_OR_SHUTDOWN, RETRYABLE_WRITE_CODES, MongoError, unauthorized
 
 if TYPE_CHECKING:
     from .server import Node
@@ -23,6 +24,22 @@ if TYPE_CHECKING:
 HELLO_NAMES = ("hello", "isMaster", "ismaster")
 RW_DEFAULTS_ID = "ReadWriteConcernDefaults"
 DEFAULT_BATCH = 101
+
+
+@dataclass
+class RetryableWrite:
+    """The session of the retryable write being executed, and the statements (stmtId → record)
+    this member's retryable-write records say were already executed for it."""
+
+    lsid: Document
+    txn_number: Int64
+    executed: dict[int, Document]
+
+
+# Set by _with_retry for the task (connection) running a retryable write on a replica set.
+_RETRYABLE: contextvars.ContextVar[RetryableWrite | None] = contextvars.ContextVar(
+    "retryable_write", default=None
+)
 
 
 class CloseConnection(Exception):
@@ -227,7 +244,16 @@ class Commands:
                 raise MongoError(20, "Transactions are not supported by this server")
             self._authorize(conn, name, db, body, command)
             self._check_state(name, db, body, command, secondary_ok)
-            return await self._with_retry(conn, name, db, body, command)
+            reply = await self._with_retry(conn, name, db, body, command)
+            concern_error = reply.get("writeConcernError")
+            if (
+                command.write_label
+                and "txnNumber" in body
+                and isinstance(concern_error, dict)
+                and concern_error.get("code") in RETRYABLE_WRITE_CODES
+            ):
+                reply["errorLabels"] = ["RetryableWriteError"]
+            return reply
         except MongoError as exc:
             reply = exc.reply()
             if exc.code in NOT_PRIMARY_OR_SHUTDOWN:
@@ -303,6 +329,17 @@ class Commands:
         if not command.write_label or txn is None or not isinstance(lsid, dict):
             return await command.handler(conn, db, body)
         session_id = lsid.get("id")
+        repl = self.node.repl
+        if repl is not None and repl.config is not None:
+            # Replica set: the oplog entries of the write carry lsid/txnNumber/stmtId, and every
+            # member keeps the executed statements (replication.py, config.transactions in
+            # mongod), so whichever member is primary answers a retry without executing again.
+            executed = repl.executed_statements(session_id, int(txn)) or {}
+            token = _RETRYABLE.set(RetryableWrite(dict(lsid), Int64(int(txn)), executed))
+            try:
+                return await command.handler(conn, db, body)
+            finally:
+                _RETRYABLE.reset(token)
         raw = session_id.data if isinstance(session_id, Binary) else repr(session_id).encode()
         key = (raw, int(txn))
         if key in self.retried:
@@ -311,26 +348,38 @@ class Commands:
         self.retried[key] = reply
         return reply
 
+    @staticmethod
+    def _executed(stmt_id: int) -> Document | None:
+        """The record of statement `stmt_id` of the current retryable write, if it already ran."""
+        current = _RETRYABLE.get()
+        return current.executed.get(stmt_id) if current is not None else None
+
     def _get_more_req(self, node: Node, conn: Connection, db: str, body: Document) -> Requirement:
         return [(("ns", db, str(body.get("collection", ""))), {"find"})]
 
     # Writes that replicate
 
-    def _record(self, op: str, ns: str, o: Document, o2: Document | None = None) -> None:
+    def _record(
+        self, op: str, ns: str, o: Document, o2: Document | None = None, stmt: int | None = None
+    ) -> None:
         if self.node.repl is not None and not ns.startswith("local."):
-            self.node.repl.log_op(op, ns, o, o2)
+            current = _RETRYABLE.get()
+            session = None
+            if current is not None and stmt is not None:
+                session = {"lsid": current.lsid, "txnNumber": current.txn_number, "stmtId": stmt}
+            self.node.repl.log_op(op, ns, o, o2, session)
 
-    def _insert_doc(self, db: str, coll: str, doc: Document) -> None:
+    def _insert_doc(self, db: str, coll: str, doc: Document, stmt: int | None = None) -> None:
         self.node.storage.insert(db, coll, doc)
-        self._record("i", f"{db}.{coll}", doc)
+        self._record("i", f"{db}.{coll}", doc, stmt=stmt)
 
-    def _replace_doc(self, db: str, coll: str, doc: Document) -> None:
+    def _replace_doc(self, db: str, coll: str, doc: Document, stmt: int | None = None) -> None:
         self.node.storage.replace(db, coll, doc)
-        self._record("u", f"{db}.{coll}", doc, {"_id": doc["_id"]})
+        self._record("u", f"{db}.{coll}", doc, {"_id": doc["_id"]}, stmt)
 
-    def _delete_doc(self, db: str, coll: str, doc_id: Any) -> None:
+    def _delete_doc(self, db: str, coll: str, doc_id: Any, stmt: int | None = None) -> None:
         self.node.storage.delete(db, coll, doc_id)
-        self._record("d", f"{db}.{coll}", {"_id": doc_id})
+        self._record("d", f"{db}.{coll}", {"_id": doc_id}, stmt=stmt)
 
     async def _acknowledge(self, body: Document, reply: Document, default: Any = None) -> Document:
         """`reply` once the write concern is met or has failed. A write without one (or without
@@ -853,6 +902,9 @@ class Commands:
         errors = []
         n = 0
         for index, doc in enumerate(docs):
+            if self._executed(index) is not None:  # a retry: statement already executed
+                n += 1
+                continue
             if "_id" not in doc:
                 doc = {"_id": ObjectId(), **doc}
             if self.node.storage.find_by_id(db, coll, doc["_id"]) is not None:
@@ -869,7 +921,7 @@ class Commands:
                 if ordered:
                     break
                 continue
-            self._insert_doc(db, coll, doc)
+            self._insert_doc(db, coll, doc, index)
             n += 1
         return await self._write_reply(body, {"n": n}, "writeErrors", errors)
 
@@ -881,6 +933,16 @@ class Commands:
             update = spec.get("u")
             if not isinstance(update, dict):
                 raise MongoError(9, "pipeline-style updates are not supported by this server")
+            multi = bool(spec.get("multi"))
+            done = None if multi else self._executed(index)
+            if done is not None:  # a retry: answer with what the statement did
+                n += 1
+                if done["op"] == "i":
+                    upserted.append({"index": index, "_id": done["_id"]})
+                else:
+                    modified += 1
+                continue
+            stmt = None if multi else index  # multi-updates are not retryable statements
             filter_ = spec.get("q") or {}
             targets = [
                 d for d in self.node.storage.documents(db, coll) if query.matches(d, filter_)
@@ -894,13 +956,13 @@ class Commands:
                 n += 1
                 if new != doc:
                     modified += 1
-                    self._replace_doc(db, coll, new)
+                    self._replace_doc(db, coll, new, stmt)
             if not targets and spec.get("upsert"):
                 seed = query.upsert_seed(filter_)
                 new = query.apply_update(seed, update, inserting=True)
                 if "_id" not in new:
                     new = {"_id": ObjectId(), **new}
-                self._insert_doc(db, coll, new)
+                self._insert_doc(db, coll, new, stmt)
                 n += 1
                 upserted.append({"index": index, "_id": new["_id"]})
         return await self._write_reply(body, {"n": n, "nModified": modified}, "upserted", upserted)
@@ -908,7 +970,11 @@ class Commands:
     async def delete(self, conn: Connection, db: str, body: Document) -> Document:
         coll = _coll(db, body)
         n = 0
-        for spec in body.get("deletes") or []:
+        for index, spec in enumerate(body.get("deletes") or []):
+            single = spec.get("limit", 0) == 1
+            if single and self._executed(index) is not None:  # a retry
+                n += 1
+                continue
             targets = [
                 d
                 for d in self.node.storage.documents(db, coll)
@@ -917,7 +983,7 @@ class Commands:
             if spec.get("limit", 0) == 1:
                 targets = targets[:1]
             for doc in targets:
-                self._delete_doc(db, coll, doc["_id"])
+                self._delete_doc(db, coll, doc["_id"], index if single else None)
                 n += 1
         return await self._acknowledge(body, {"n": n, "ok": 1.0})
 

@@ -117,6 +117,8 @@ SET_PARAMETER_DEFAULTS: dict[str, Any] = {
     "replicationApplyDelayMillis": 50,
     # Delay before a single-node replica set elects itself after replSetInitiate.
     "singleNodeElectionDelayMillis": 500,
+    # mongod's: how long a signalled primary waits for a secondary to catch up before exiting.
+    "shutdownTimeoutMillisForSignaledShutdown": 15000,
 }
 
 

@@ -58,6 +58,11 @@ CODE_NAMES = {
 # Errors after which the driver should rediscover the primary: replies carry topologyVersion.
 NOT_PRIMARY_OR_SHUTDOWN = {91, 189, 10107, 11600, 11602, 13435, 13436}
 
+# A retryable write whose writeConcernError has one of these codes gets the RetryableWriteError
+# label (mongod's isRetryableWriteError: NotPrimaryError, ShutdownError, network errors and
+# ExceededTimeLimit; WriteConcernFailed (64) is not one of them).
+RETRYABLE_WRITE_CODES = NOT_PRIMARY_OR_SHUTDOWN | {6, 7, 89, 91, 262, 9001}
+
 
 def code_name(code: int) -> str:
     return CODE_NAMES.get(code, f"Location{code}")

@@ -372,12 +372,19 @@ class Replication:
         self._majority_seen = 0.0
         self._is_self_answers: dict[str, bool] = {}
         self.default_rw: Document | None = None
+        # A primary stepping down (shutdown): writes are refused, hello no longer says writable.
+        self.stepping_down = False
+        # Retryable-write records (mongod's config.transactions): per session, the newest
+        # txnNumber and the statements it executed, built from the stamped oplog entries.
+        self.txn_records: dict[bytes, Document] = {}
 
     # Persistence and startup
 
     def load(self) -> None:
         storage = self.node.storage
         self.oplog = storage.read_oplog()
+        for record in storage.read_txn_records():
+            self.txn_records[id_key(record["_id"]["id"])] = record
         if self.oplog:
             last = self.oplog[-1]
             self.last_applied = OpTime(int(last["t"]), last["ts"])
@@ -447,7 +454,7 @@ class Replication:
     def is_writable_primary(self) -> bool:
         # The liveness check first: a primary that was stopped (SIGSTOP) and has not seen a
         # majority for electionTimeoutMillis steps down on its first command after SIGCONT.
-        return self._check_primary_majority()
+        return self._check_primary_majority() and not self.stepping_down
 
     def is_readable(self) -> bool:
         return self.state in (PRIMARY, SECONDARY)
@@ -627,10 +634,20 @@ class Replication:
             return Timestamp(now, 1)
         return Timestamp(last.time, last.inc + 1)
 
-    def log_op(self, op: str, ns: str, o: Document, o2: Document | None = None) -> None:
+    def log_op(
+        self,
+        op: str,
+        ns: str,
+        o: Document,
+        o2: Document | None = None,
+        session: Document | None = None,
+    ) -> None:
+        """Append an entry; `session` ({lsid, txnNumber, stmtId}) stamps a retryable write."""
         entry: Document = {"op": op, "ns": ns, "o": copy.deepcopy(o)}
         if o2 is not None:
             entry["o2"] = o2
+        if session is not None:
+            entry.update(session)
         entry.update(
             {
                 "ts": self._next_ts(),
@@ -644,6 +661,7 @@ class Replication:
     def _append(self, entry: Document) -> None:
         self.node.storage.append_oplog(entry)
         self.oplog.append(entry)
+        self._note_retryable(entry)
         self.last_applied = OpTime(int(entry["t"]), entry["ts"])
         self.new_oplog.set()
         self.new_oplog = asyncio.Event()
@@ -671,6 +689,58 @@ class Replication:
                 spec = {k: v for k, v in command.items() if k != "createIndexes"}
                 storage.add_index(db, command["createIndexes"], spec)
         self._append(entry)
+
+    # Retryable-write records
+
+    def _note_retryable(self, entry: Document) -> None:
+        """Record a stamped entry's statement for its session (primary and secondaries alike)."""
+        lsid, txn, stmt = entry.get("lsid"), entry.get("txnNumber"), entry.get("stmtId")
+        if not isinstance(lsid, dict) or txn is None or stmt is None:
+            return
+        key = id_key(lsid.get("id"))
+        record = self.txn_records.get(key)
+        if record is None or int(record["txnNum"]) < int(txn):
+            record = {"_id": {"id": lsid.get("id")}, "txnNum": Int64(int(txn)), "stmts": []}
+            self.txn_records[key] = record
+        elif int(record["txnNum"]) > int(txn):
+            return
+        ref = _document_ref(entry)
+        record["stmts"].append(
+            {
+                "stmtId": int(stmt),
+                "op": entry["op"],
+                "_id": ref["_id"] if ref is not None else None,
+                "ts": entry["ts"],
+            }
+        )
+        record["lastWriteOpTime"] = {"ts": entry["ts"], "t": entry["t"]}
+        self._persist_txn_records()
+
+    def _persist_txn_records(self) -> None:
+        self.node.storage.write_txn_records(list(self.txn_records.values()))
+
+    def executed_statements(self, session_id: Any, txn: int) -> dict[int, Document] | None:
+        """The statements of (session, txnNumber) this member has in its records, by stmtId;
+        None when the records hold nothing for that txnNumber."""
+        record = self.txn_records.get(id_key(session_id))
+        if record is None or int(record["txnNum"]) != txn:
+            return None
+        return {int(s["stmtId"]): s for s in record["stmts"]}
+
+    def _forget_rolled_back(self, undone: list[Document]) -> None:
+        gone = {
+            (id_key(e["lsid"].get("id")), int(e["txnNumber"]), e["ts"])
+            for e in undone
+            if isinstance(e.get("lsid"), dict) and e.get("txnNumber") is not None
+        }
+        if not gone:
+            return
+        for key, record in list(self.txn_records.items()):
+            txn = int(record["txnNum"])
+            record["stmts"] = [s for s in record["stmts"] if (key, txn, s["ts"]) not in gone]
+            if not record["stmts"]:
+                del self.txn_records[key]
+        self._persist_txn_records()
 
     def _progress_changed(self) -> None:
         members = [
@@ -1218,19 +1288,31 @@ class Replication:
             asyncio.get_running_loop().create_task(self._hand_off(ready[0]))
         return {"ok": 1.0}
 
-    async def step_down_for_shutdown(self, timeout: float) -> None:
-        if not self.others():
+    async def step_down_for_shutdown(self, timeout: float, signalled: bool = False) -> None:
+        """Step down before shutting down: writes are refused from the start (10107), the wait
+        for an electable secondary to catch up lasts up to `timeout`, then the election is
+        handed off to it. The shutdown command fails (262) if none caught up; a signalled
+        shutdown steps down and goes on anyway."""
+        if not self.others() or self.state != PRIMARY:
             return
-        ready = await self._wait_for_caught_up(timeout)
-        if not ready:
-            raise MongoError(
-                262,
-                "No electable secondaries caught up as of "
-                f"{datetime.datetime.now(UTC).isoformat()}. Please use "
-                "{force: true} to force node to step down.",
-            )
-        self._step_down("shutdown command")
-        await self._hand_off(ready[0])
+        self.stepping_down = True
+        self.node.bump_topology()
+        try:
+            ready = await self._wait_for_caught_up(timeout)
+            if not ready and not signalled:
+                raise MongoError(
+                    262,
+                    "No electable secondaries caught up as of "
+                    f"{datetime.datetime.now(UTC).isoformat()}. Please use "
+                    "{force: true} to force node to step down.",
+                )
+            self._step_down("signal" if signalled else "shutdown command")
+        finally:
+            if self.stepping_down:
+                self.stepping_down = False
+                self.node.bump_topology()
+        if ready:
+            await self._hand_off(ready[0])
 
     async def _hand_off(self, member: Document) -> None:
         try:
@@ -1262,6 +1344,7 @@ class Replication:
         if self.state != PRIMARY:
             return
         self.node.log.info("REPL", 21358, "ReplCoord", "Stepping down", reason=reason)
+        self.stepping_down = False
         self.primary_id = None
         self.last_primary_contact = time.monotonic()
         self._set_state(SECONDARY)
@@ -1295,7 +1378,7 @@ class Replication:
             {
                 "setName": self.set_name,
                 "setVersion": cfg["version"],
-                key: self.state == PRIMARY,
+                key: self.state == PRIMARY and not self.stepping_down,
                 "secondary": self.state == SECONDARY,
             }
         )
@@ -1500,6 +1583,7 @@ class Replication:
                 )
         return {
             "collections": collections,
+            "txnRecords": list(self.txn_records.values()),
             "lastEntry": self.oplog[-1] if self.oplog else None,
             "ok": 1.0,
         }
@@ -1856,6 +1940,8 @@ class Replication:
             storage.replace_all(item["db"], item["coll"], item["docs"])
             for spec in item["indexes"]:
                 storage.add_index(item["db"], item["coll"], spec)
+        self.txn_records = {id_key(r["_id"]["id"]): r for r in reply.get("txnRecords") or []}
+        self._persist_txn_records()
         if reply.get("lastEntry"):
             self._append(reply["lastEntry"])
         self.needs_initial_sync = False
@@ -1970,6 +2056,7 @@ class Replication:
             directories.append(str(self._write_rollback_file(ns, docs)))
         storage.rewrite_oplog(keep)
         self.oplog = keep
+        self._forget_rolled_back(undone)
         self.last_applied = common
         self.commit_point = min(self.commit_point, common)
         self._progress_changed()

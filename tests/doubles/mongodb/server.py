@@ -17,7 +17,7 @@ from . import auth, config, wire
 from .bson_codec import Document, Int64, ObjectId
 from .commands import HELLO_NAMES, CloseConnection, Commands, Connection
 from .errors import MongoError
-from .replication import Replication
+from .replication import PRIMARY, Replication
 from .storage import DBPathInUse, Storage
 
 # Upper bound of each shutdown step (replication, listeners, connections).
@@ -56,6 +56,7 @@ class Node:
         self.repl = Replication(self, settings.repl_set) if settings.repl_set else None
         self.commands = Commands(self)
         self._shutdown = asyncio.Event()
+        self._signalled = False
         self._servers: list[asyncio.base_events.Server] = []
         self._connections: set[asyncio.Task[None]] = set()
         self._socket_path: str | None = None
@@ -129,6 +130,10 @@ class Node:
     def request_shutdown(self, reason: str) -> None:
         self.log.info("CONTROL", 4784900, "conn", "Shutdown requested", reason=reason)
         self._shutdown.set()
+
+    def _on_signal(self, name: str) -> None:
+        self._signalled = True
+        self.request_shutdown(name)
 
     # Replica set command entry points (routed from the command table)
 
@@ -287,7 +292,7 @@ class Node:
             await self._close_servers()
             return exc.exit_code
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, self.request_shutdown, signal.Signals(signum).name)
+            loop.add_signal_handler(signum, self._on_signal, signal.Signals(signum).name)
         loop.add_signal_handler(signal.SIGUSR1, self.log.rotate)
         if self.repl is not None:
             await self.repl.start()
@@ -312,6 +317,16 @@ class Node:
         self.log.info("CONTROL", 23377, "SignalHandler", "Received signal or shutdown command")
         # Each step is bounded, as mongod's own shutdown is: a task that does not finish on
         # cancellation must not keep the process alive until systemd kills it.
+        if self.repl is not None and self._signalled and self.repl.state == PRIMARY:
+            # mongod steps a primary down first (writes get 10107), waiting up to
+            # shutdownTimeoutMillisForSignaledShutdown for an electable secondary to catch up,
+            # hands the election off to it, and only then closes connections.
+            timeout = int(self.settings.parameter("shutdownTimeoutMillisForSignaledShutdown"))
+            await self._bounded(
+                "step down",
+                self.repl.step_down_for_shutdown(timeout / 1000, signalled=True),
+                timeout / 1000 + SHUTDOWN_STEP_SECONDS,
+            )
         if self.repl is not None:
             await self._bounded("replication", self.repl.stop())
         await self._bounded("listeners", self._close_servers())

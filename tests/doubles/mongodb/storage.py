@@ -3,7 +3,8 @@
 What the server must keep across restarts lives in collections, as in mongod: users in
 `admin.system.users`, the replica set config in `local.system.replset`, the term and vote in
 `local.replset.election`. The oplog is an append-only file of its own (not queryable as
-`local.oplog.rs`). The `mongod.lock` file is held with an exclusive advisory lock for the life of
+`local.oplog.rs`); the retryable-write records (mongod's `config.transactions`) are
+`transactions.bson`. The `mongod.lock` file is held with an exclusive advisory lock for the life of
 the process.
 """
 
@@ -211,6 +212,25 @@ class Storage:
         with tmp.open("wb") as handle:
             for entry in entries:
                 handle.write(bson_codec.encode(entry))
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.replace(path)
+
+    # Retryable-write records (mongod's config.transactions): one file, rewritten atomically.
+
+    def _txn_file(self) -> Path:
+        return self.root / "transactions.bson"
+
+    def read_txn_records(self) -> list[Document]:
+        path = self._txn_file()
+        return bson_codec.decode_all(path.read_bytes()) if path.exists() else []
+
+    def write_txn_records(self, records: list[Document]) -> None:
+        path = self._txn_file()
+        tmp = path.with_name(path.name + ".tmp")
+        with tmp.open("wb") as handle:
+            for record in records:
+                handle.write(bson_codec.encode(record))
             handle.flush()
             os.fsync(handle.fileno())
         tmp.replace(path)

@@ -16,6 +16,7 @@ import socket
 import struct
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -279,13 +280,17 @@ class Launcher:
         self.started.remove(node)
         return self.start(node.extra, port=node.port, workdir=node.dbpath.parent, bind_ip=node.host)
 
-    def stop_all(self) -> None:
+    def stop_all(self, grace: float = 3.0) -> None:
+        """SIGTERM every server, SIGKILL those still running after `grace` seconds: a primary
+        whose peers exit with it waits (mongod: shutdownTimeoutMillisForSignaledShutdown, 15 s)
+        for a secondary to catch up before stepping down, which no teardown needs to sit out."""
         for node in self.started:
             if node.proc.poll() is None:
                 node.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
         for node in self.started:
             try:
-                node.proc.wait(15)
+                node.proc.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 node.proc.kill()
                 node.proc.wait()
@@ -357,6 +362,19 @@ def wait_primary(node: Mongod, timeout: float = 20) -> None:
         )
     finally:
         client.close()
+
+
+def secured_set(launcher: Launcher, admin_password: str) -> list[Mongod]:
+    """Three members with a keyFile, initiated through the localhost exception, with an admin
+    (user admin, role root) whose password is admin_password."""
+    key = launcher.key_file()
+    nodes = [launcher.start(["--replSet", "rs0", "--keyFile", str(key)]) for _ in range(3)]
+    local = nodes[0].client()
+    local.admin.command("replSetInitiate", replset_config("rs0", nodes))
+    wait_primary(nodes[0])
+    local.admin.command("createUser", "admin", pwd=admin_password, roles=["root"])
+    local.close()
+    return nodes
 
 
 def command_error(call: Callable[[], Any]) -> dict[str, Any]:

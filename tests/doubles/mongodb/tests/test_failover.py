@@ -8,10 +8,12 @@ partition.py, whose addresses are the members' hosts in the replica set config.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -355,3 +357,122 @@ def test_partition_proxy_identifies_member_connections(partition: Partition) -> 
         conn = wait_for(lambda: list(partition.connections), 5, "the proxied connection")
         assert conn[0].source == 1
         assert conn[0].target == 0
+
+
+def _state_transitions(node: Mongod) -> list[dict[str, Any]]:
+    out = []
+    for line in node.log_lines():
+        entry = json.loads(line)
+        if entry.get("id") == 21358 and "newState" in entry.get("attr", {}):
+            out.append(entry["attr"])
+    return out
+
+
+def _retryable_insert(doc_id: str, lsid: bson.Binary) -> dict[str, Any]:
+    return {
+        "insert": "visits",
+        "documents": [{"_id": doc_id}],
+        "lsid": {"id": lsid},
+        "txnNumber": bson.Int64(1),
+        "writeConcern": {"w": "majority"},
+        "$db": "clinic",
+    }
+
+
+def test_sigterm_primary_steps_down_hands_off_and_writes_are_retried(launcher: Launcher) -> None:
+    """SIGTERM of the primary: it steps down first and hands the election off to a caught-up
+    secondary (a new primary within seconds), so a retryable majority write issued at the
+    signal succeeds (retried on the new primary) instead of failing on a closed connection."""
+    rs = _start_set(launcher)
+    old = rs.primary_among(rs.nodes)
+    assert old is not None
+    client = pymongo.MongoClient(
+        [n.address for n in rs.nodes],
+        replicaSet="rs0",
+        retryWrites=True,
+        serverSelectionTimeoutMS=10000,
+        socketTimeoutMS=10000,
+    )
+    try:
+        visits = _majority(client)
+        visits.insert_one({"_id": "before-signal"})
+        started = time.monotonic()
+        old.proc.send_signal(signal.SIGTERM)
+        visits.insert_one({"_id": "at-signal"})
+        others = [n for n in rs.nodes if n is not old]
+        new = wait_for(lambda: rs.primary_among(others), ELECTION_BOUND, "a new primary")
+        elected_after = time.monotonic() - started
+        assert visits.count_documents({"_id": "at-signal"}) == 1
+    finally:
+        client.close()
+    assert elected_after < 5, f"new primary after {elected_after:.1f}s"
+    assert new is not old
+    assert old.proc.wait(20) == 0
+    steps = [t for t in _state_transitions(old) if t["oldState"] == "PRIMARY"]
+    assert steps and steps[0]["newState"] == "SECONDARY"
+
+
+def test_write_concern_error_after_step_down_is_labelled_retryable(launcher: Launcher) -> None:
+    """A retryable write waiting for a majority when the primary steps down: writeConcernError
+    PrimarySteppedDown (189) with the RetryableWriteError label, so drivers retry it."""
+    # A long election timeout: the primary must not step down by itself while both
+    # secondaries are stopped.
+    rs = _start_set(launcher, electionTimeoutMillis=5000)
+    primary = rs.primary_among(rs.nodes)
+    assert primary is not None
+    secondaries = [n for n in rs.nodes if n is not primary]
+    warm = rs.client(primary)
+    try:
+        _majority(warm).insert_one({"_id": "warm-up"})
+    finally:
+        warm.close()
+    body = _retryable_insert("waiting", bson.Binary(uuid.uuid4().bytes, 4))
+    with primary.raw() as raw, primary.raw() as control, _frozen(*secondaries):
+        request_id = raw.send_msg(body)
+        time.sleep(0.3)  # the insert is applied and waits for the majority
+        stepped = control.command(
+            {
+                "replSetStepDown": 5,
+                "secondaryCatchUpPeriodSecs": 1,
+                "force": True,
+                "$db": "admin",
+            }
+        )
+        assert stepped["ok"] == 1.0
+        raw.sock.settimeout(5)
+        response_to, reply = raw.read_reply()
+    assert response_to == request_id
+    assert reply["ok"] == 1.0
+    assert reply["n"] == 1
+    assert reply["writeConcernError"]["code"] == 189
+    assert "RetryableWriteError" in reply.get("errorLabels", [])
+
+
+def test_retry_on_new_primary_returns_the_original_outcome(launcher: Launcher) -> None:
+    """A retryable insert replicated before a failover, retried with the same lsid and
+    txnNumber on the new primary: answered from the replicated retryable-write record
+    (n as first executed), not executed again (no duplicate key error)."""
+    rs = _start_set(launcher)
+    old = rs.primary_among(rs.nodes)
+    assert old is not None
+    body = _retryable_insert("retried", bson.Binary(uuid.uuid4().bytes, 4))
+    with old.raw() as raw:
+        first = raw.command(dict(body))
+        assert first["ok"] == 1.0 and first["n"] == 1
+        assert "writeConcernError" not in first
+        stepped = raw.command(
+            {"replSetStepDown": 10, "secondaryCatchUpPeriodSecs": 5, "$db": "admin"}
+        )
+        assert stepped["ok"] == 1.0
+    others = [n for n in rs.nodes if n is not old]
+    new = wait_for(lambda: rs.primary_among(others), ELECTION_BOUND, "a new primary")
+    with new.raw() as raw:
+        again = raw.command(dict(body))
+    assert again["ok"] == 1.0
+    assert again["n"] == first["n"]
+    assert "writeErrors" not in again
+    client = rs.client(new)
+    try:
+        assert client.clinic.visits.count_documents({"_id": "retried"}) == 1
+    finally:
+        client.close()

@@ -19,6 +19,7 @@ from .conftest import (
     command_error,
     free_port,
     replset_config,
+    secured_set,
     wait_primary,
 )
 
@@ -162,22 +163,10 @@ def test_key_file_mismatch_fails_initiate_quorum_check(launcher: Launcher) -> No
     assert "Authentication failed" in error["errmsg"]
 
 
-def _secured_set(launcher: Launcher) -> list[Mongod]:
-    """Three members with a keyFile, initiated through the localhost exception, with an admin."""
-    key = launcher.key_file()
-    nodes = [launcher.start(["--replSet", "rs0", "--keyFile", str(key)]) for _ in range(3)]
-    local = nodes[0].client()
-    local.admin.command("replSetInitiate", replset_config("rs0", nodes))
-    wait_primary(nodes[0])
-    local.admin.command("createUser", "admin", pwd=ADMIN_PW, roles=["root"])
-    local.close()
-    return nodes
-
-
 @pytest.fixture(scope="module")
 def rs(module_launcher: Launcher) -> Iterator[list[Mongod]]:
     """Three secured members on loopback, initiated and with an admin user."""
-    nodes = _secured_set(module_launcher)
+    nodes = secured_set(module_launcher, ADMIN_PW)
     client = pymongo.MongoClient(_set_uri(nodes), serverSelectionTimeoutMS=20000)
     wait_for(
         lambda: _states(client) == ["PRIMARY", "SECONDARY", "SECONDARY"],
@@ -454,7 +443,7 @@ def test_step_down_elects_another_primary(
 def test_primary_exits_cleanly_on_sigterm_and_the_set_elects_another(launcher: Launcher) -> None:
     """A unit stop (SIGTERM) of the primary, with clients connected, ends the process with exit 0
     well within systemd's stop timeout, and a secondary takes over."""
-    nodes = _secured_set(launcher)
+    nodes = secured_set(launcher, ADMIN_PW)
     client = pymongo.MongoClient(_set_uri(nodes), serverSelectionTimeoutMS=20000)
     try:
         client.clinic.visits.insert_one({"_id": "before-stop"})

@@ -367,7 +367,10 @@ def test_read_preference_secondary_reads_from_a_secondary(replset: list[Mongod])
         client.app.rp.with_options(write_concern=pymongo.WriteConcern(w=3)).insert_one({"_id": 3})
         for secondary in secondaries:
             secondary.admin.command("setParameter", 1, replicationApplyDelayMillis=4000)
-        client.app.rp.insert_one({"_id": "late"})
+        # w: 1, not the implicit default (majority), which would wait for a secondary to apply it.
+        client.app.rp.with_options(write_concern=pymongo.WriteConcern(w=1)).insert_one(
+            {"_id": "late"}
+        )
         from_secondary = tool(
             "mongodump", f"--uri={_set_uri(replset)}", "--readPreference=secondary", "--archive"
         )
