@@ -10,6 +10,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -196,8 +197,7 @@ class Node:
         try:
             while True:
                 request_id, _, op_code, payload = await wire.read_frame(reader)
-                reply = await self._handle(conn, request_id, op_code, payload)
-                if reply is not None:
+                async for reply in self._handle(conn, request_id, op_code, payload):
                     writer.write(reply)
                     await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError, CloseConnection):
@@ -225,14 +225,19 @@ class Node:
 
     async def _handle(
         self, conn: Connection, request_id: int, op_code: int, payload: bytes
-    ) -> bytes | None:
+    ) -> AsyncIterator[bytes]:
+        """The replies to one request: none (moreToCome), one, or a stream (exhaust hello)."""
         if op_code == wire.OP_MSG:
             header = wire.HEADER.pack(len(payload) + wire.HEADER.size, request_id, 0, op_code)
             msg = wire.parse_op_msg(request_id, payload, header)
+            if self._streams(msg):
+                async for reply in self._hello_stream(conn, request_id, msg.body):
+                    yield reply
+                return
             reply = await self.commands.run(conn, msg.body, secondary_ok=False)
-            if msg.more_to_come:
-                return None
-            return wire.encode_op_msg(wire.next_request_id(), request_id, reply)
+            if not msg.more_to_come:
+                yield wire.encode_op_msg(wire.next_request_id(), request_id, reply)
+            return
         if op_code == wire.OP_QUERY:
             msg, namespace = wire.parse_op_query(request_id, payload)
             name = next(iter(msg.body), "") if namespace.endswith(".$cmd") else "find"
@@ -247,8 +252,39 @@ class Node:
                     "an upgrade. For more details see "
                     "https://dochub.mongodb.org/core/legacy-opcode-removal",
                 ).reply()
-            return wire.encode_op_reply(wire.next_request_id(), request_id, reply)
+            yield wire.encode_op_reply(wire.next_request_id(), request_id, reply)
+            return
         raise wire.ProtocolError(f"unsupported opcode {op_code}")
+
+    @staticmethod
+    def _streams(msg: wire.Message) -> bool:
+        """An awaitable hello from a client that allows exhaust: the streaming protocol that
+        drivers' server monitors use (MongoDB 4.4+)."""
+        body = msg.body
+        return (
+            bool(msg.flags & wire.EXHAUST_ALLOWED)
+            and next(iter(body), "") in HELLO_NAMES
+            and "topologyVersion" in body
+            and "maxAwaitTimeMS" in body
+        )
+
+    async def _hello_stream(
+        self, conn: Connection, request_id: int, body: Document
+    ) -> AsyncIterator[bytes]:
+        """Replies with moreToCome set, each once the topology changes or maxAwaitTimeMS passes,
+        each answering the previous one (responseTo), until a reply is an error: that one ends
+        the stream, as mongod ends it."""
+        response_to = request_id
+        while True:
+            reply = await self.commands.run(conn, body, secondary_ok=False)
+            more = reply.get("ok") == 1.0 and "topologyVersion" in reply
+            own_id = wire.next_request_id()
+            flags = wire.MORE_TO_COME if more else 0
+            yield wire.encode_op_msg(own_id, response_to, reply, flags=flags)
+            if not more:
+                return
+            body = {**body, "topologyVersion": reply["topologyVersion"]}
+            response_to = own_id
 
     # Lifecycle
 

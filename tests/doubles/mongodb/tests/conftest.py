@@ -129,6 +129,14 @@ class RawConnection:
         assert op_code == 2013
         return response_to, bson.decode(payload[5:])
 
+    def read_msg(self) -> tuple[int, int, int, dict[str, Any]]:
+        """One OP_MSG reply: its requestId, its responseTo, its flag bits and its body."""
+        length, request_id, response_to, op_code = struct.unpack("<iiii", self._read_exact(16))
+        payload = self._read_exact(length - 16)
+        assert op_code == 2013
+        (flags,) = struct.unpack_from("<I", payload, 0)
+        return request_id, response_to, flags, bson.decode(payload[5:])
+
     def command(self, body: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         request_id = self.send_msg(body, **kwargs)
         response_to, reply = self.read_reply()

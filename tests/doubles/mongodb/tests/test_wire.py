@@ -118,13 +118,33 @@ def test_client_metadata_only_on_first_hello(standalone: Target) -> None:
     assert second["codeName"] == "ClientMetadataCannotBeMutated"
 
 
+def test_awaitable_hello_streams_when_exhaust_is_allowed(standalone: Target) -> None:
+    """Drivers' server monitors (4.4+) send one awaitable hello with exhaustAllowed: the replies
+    keep coming with moreToCome set, each answering the previous reply, with no further request.
+    A reply without moreToCome would end the stream, which a driver takes as a failed check."""
+    more_to_come = 1 << 1
+    with standalone.raw() as raw:
+        current = raw.command({"hello": 1, "$db": "admin"})["topologyVersion"]
+        previous = raw.send_msg(
+            {"hello": 1, "topologyVersion": current, "maxAwaitTimeMS": 300, "$db": "admin"},
+            flags=EXHAUST_ALLOWED,
+        )
+        for _ in range(3):
+            own, response_to, flags, reply = raw.read_msg()
+            assert response_to == previous
+            assert flags & more_to_come
+            assert reply["ok"] == 1.0
+            assert reply["topologyVersion"] == current
+            previous = own
+
+
 def test_awaitable_hello_holds_until_max_await(standalone: Target) -> None:
+    # Without exhaustAllowed: one reply per request (with it, the replies stream; test above).
     with standalone.raw() as raw:
         current = raw.command({"hello": 1, "$db": "admin"})["topologyVersion"]
         started = time.monotonic()
         reply = raw.command(
-            {"hello": 1, "topologyVersion": current, "maxAwaitTimeMS": 600, "$db": "admin"},
-            flags=EXHAUST_ALLOWED,
+            {"hello": 1, "topologyVersion": current, "maxAwaitTimeMS": 600, "$db": "admin"}
         )
         held = time.monotonic() - started
         stale = dict(current, counter=bson.Int64(current["counter"] - 1))
