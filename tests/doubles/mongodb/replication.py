@@ -151,6 +151,9 @@ class MemberView:
     term: int = -1
     # time.monotonic() at which the last heartbeat that this member answered was sent
     last_ok: float = 0.0
+    # time.monotonic() at which this member last reported its progress to this node (its oplog
+    # fetch, which stands for mongod's replSetUpdatePosition and its keep-alive)
+    last_position: float = 0.0
 
 
 def split_host(host: str) -> tuple[str, int]:
@@ -1518,6 +1521,7 @@ class Replication:
         if isinstance(member_id, int) and member_id in self.members:
             view = self.members[member_id]
             view.applied = max(view.applied, OpTime.from_doc(body.get("appliedOpTime")))
+            view.last_position = time.monotonic()
             self._progress_changed()
         last = OpTime.from_doc(body.get("lastFetched"))
         if last != NULL_OPTIME and not self._has_optime(last):
@@ -1738,8 +1742,10 @@ class Replication:
                 await self._run_election("priority takeover")
 
     def _live_voters(self, now: float) -> int:
-        """Voting members heard from (a heartbeat answer to a request sent) within the election
-        timeout, this node included: mongod's liveness rule for a primary."""
+        """Voting members heard from within the election timeout, this node included: mongod's
+        liveness rule for a primary. A member is heard from by a heartbeat answer (dated when the
+        request was sent) or by a progress report (its oplog fetch), as mongod's liveness is
+        renewed by heartbeat responses and by replSetUpdatePosition."""
         cfg = self.config
         assert cfg is not None
         window = float(self.settings("electionTimeoutMillis")) / 1000
@@ -1751,7 +1757,7 @@ class Replication:
                 alive += 1
                 continue
             view = self.members.get(member["_id"])
-            if view is not None and now - view.last_ok < window:
+            if view is not None and now - max(view.last_ok, view.last_position) < window:
                 alive += 1
         return alive
 
