@@ -25,7 +25,7 @@ from pymongo import MongoClient
 from testinfra.host import Host
 
 ENV = "molecule"
-TARGET_ENV = "drill"
+TARGET_ENV = "stage"
 BUCKET = "clinic-molecule-backups-ap-south-1"
 AUDIT_BUCKET = "clinic-molecule-audit-archive-ap-south-1"
 KEY_ALIAS = "alias/clinic-molecule"
@@ -116,6 +116,10 @@ def seeded(
             "dateOfBirth": datetime.datetime(1980, 1, 1 + i % 28, tzinfo=datetime.UTC),
             "address": f"{i} MG Road, Bengaluru",
             "ward": f"ward-{i % 4}",
+            "contacts": [
+                {"relation": "spouse", "phone": f"+91 99000 {i:05d}"},
+                {"relation": "parent", "phone": f"+91 99111 {i:05d}"},
+            ],
         }
         for i in range(PATIENTS)
     ]

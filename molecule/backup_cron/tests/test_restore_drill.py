@@ -1,12 +1,15 @@
-"""The restore drill: the latest verified backup into the fresh target set, verified and masked."""
+"""The restore drill: the latest verified backup restored and masked in a scratch instance, then
+copied into the fresh target set; refusals and an interrupted drill leave the target unchanged."""
 
 from __future__ import annotations
 
 import datetime
 import json
+import subprocess
 from collections.abc import Callable
 from typing import Any
 
+import bson
 import pytest
 from conftest import (
     BUCKET,
@@ -18,6 +21,7 @@ from conftest import (
     metric_points,
 )
 from pymongo import MongoClient
+from testinfra.host import Host
 
 DRILL = str(ROOT / "playbooks" / "restore_drill.yml")
 DRILL_ARGS = (
@@ -29,6 +33,36 @@ DRILL_ARGS = (
     f"restore_drill_target_env={TARGET_ENV}",
 )
 MASKED = ("name", "email", "phone", "dateOfBirth", "address")
+SCRATCH_PORT = 27117
+UNIT = "clinic-restore-drill"
+# Pieces of every original value of the seeded patients (conftest.seeded), as they would appear in
+# a document or an oplog entry.
+ORIGINAL_MARKERS = (
+    b"Original",
+    b"@clinic.example",
+    b"MG Road",
+    b"+91 98450",
+    b"+91 99000",
+    b"+91 99111",
+)
+
+
+@pytest.fixture(scope="module")
+def drill_host(host_named: Callable[[str], Host]) -> Host:
+    return host_named("bk-restore")
+
+
+def snapshot(target: MongoClient[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(target["clinic"]["patients"].find(), key=lambda d: d["_id"])
+
+
+def originals_in_oplog(target: MongoClient[dict[str, Any]]) -> int:
+    """Entries of the target's oplog that carry an original patient value."""
+    return sum(
+        1
+        for entry in target["local"]["oplog.rs"].find({})
+        if any(marker in bson.encode(entry) for marker in ORIGINAL_MARKERS)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +71,7 @@ def drill(
     first_backup: dict[str, Any],
     seeded: dict[str, Any],
     source: MongoClient[dict[str, Any]],
+    target: MongoClient[dict[str, Any]],
     s3: Any,
 ) -> dict[str, Any]:
     """More writes on the source after its latest backup, then the drill into bk-restore."""
@@ -47,9 +82,16 @@ def drill(
         [{"_id": f"late{i}", "name": f"Late Original{i}"} for i in range(3)]
     )
     source["clinic"]["visits"].delete_many({"_id": {"$lt": 5}})
+    users = target["admin"].command("usersInfo")["users"]
     started = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=2)
     result = ansible_playbook(DRILL, *DRILL_ARGS, "-vvv")
-    return {"result": result, "manifest": manifest, "pointer": pointer, "started": started}
+    return {
+        "result": result,
+        "manifest": manifest,
+        "pointer": pointer,
+        "started": started,
+        "users": users,
+    }
 
 
 def test_the_drill_succeeds_and_prints_its_report(drill: dict[str, Any], tail: Any) -> None:
@@ -109,27 +151,195 @@ def test_no_original_patient_value_remains(
     assert all(doc["name"].startswith("Masked Patient ") for doc in restored)
 
 
+def test_array_paths_are_masked_element_by_element(
+    drill: dict[str, Any], target: MongoClient[dict[str, Any]], seeded: dict[str, Any]
+) -> None:
+    originals = {c["phone"] for p in seeded["patients"] for c in p["contacts"]}
+    restored = list(target["clinic"]["patients"].find())
+    contacts = [c for doc in restored for c in doc["contacts"]]
+    assert len(contacts) == 2 * PATIENTS
+    assert not originals & {c["phone"] for c in contacts}
+    assert {c["relation"] for c in contacts} == {"spouse", "parent"}, "unlisted fields were changed"
+    assert len({c["phone"] for c in contacts}) > PATIENTS, "contacts share a fake"
+
+
+def test_the_targets_oplog_never_held_an_original_value(
+    drill: dict[str, Any], target: MongoClient[dict[str, Any]]
+) -> None:
+    assert target["local"]["oplog.rs"].count_documents({"ns": "clinic.patients"}) >= PATIENTS
+    assert originals_in_oplog(target) == 0
+
+
+def test_the_targets_users_survive_the_drill(
+    drill: dict[str, Any], target: MongoClient[dict[str, Any]]
+) -> None:
+    assert target["admin"].command("usersInfo")["users"] == drill["users"]
+
+
+def test_no_scratch_instance_or_file_is_left(drill: dict[str, Any], drill_host: Host) -> None:
+    assert not drill_host.socket(f"tcp://127.0.0.1:{SCRATCH_PORT}").is_listening
+    assert drill_host.run("systemctl is-active %s.service", UNIT).stdout.strip() in (
+        "inactive",
+        "unknown",
+    )
+    leftovers = drill_host.run(
+        "find /tmp /var/tmp -maxdepth 1 -name 'systemd-private-*%s*'", UNIT
+    ).stdout
+    assert leftovers == ""
+
+
 def test_the_rto_is_recorded_as_a_metric(drill: dict[str, Any]) -> None:
     points = metric_points("RestoreDurationSeconds", drill["started"], env=TARGET_ENV)
     assert len(points) == 1
     assert points[0]["Maximum"] > 0
 
 
-def test_prod_is_refused_as_a_target_before_any_change(
-    ansible_playbook: Any, drill: dict[str, Any], target: MongoClient[dict[str, Any]], tail: Any
+RUN_TASK = "run | Run the drill in its transient unit"
+# The tasks that change the primary: a refused drill runs none of them (the S3 reads before them,
+# delegated to the controller, report changed and change nothing).
+HOST_TASKS = (
+    "run | Install D-Bus",
+    "run | Start the system bus",
+    "run | Install the drill script",
+    RUN_TASK,
+)
+
+
+def reached_the_host(result: Any) -> bool:
+    return any(f"restore_drill : {task}" in result.stdout for task in HOST_TASKS)
+
+
+RULE = {"namespace": "clinic.patients"}
+UNMASKED = ["clinic.visits", "clinic.audit_log"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("-e", "restore_drill_target_env=prod"), "never prod or dev"),
+        (("-e", "restore_drill_target_env=dev"), "never prod or dev"),
+        # The checks tagged always skipped: the destructive tasks' own condition still refuses.
+        (
+            (
+                "--skip-tags", "always",
+                "-e", "restore_drill_target_env=prod",
+                "-e", "restore_drill_env=prod",
+            ),
+            "is not a drill target",
+        ),
+        # Every variable the check reads says dev: dev is still not on the allow-list.
+        (
+            (
+                "--skip-tags", "always",
+                "-e", "restore_drill_target_env=dev",
+                "-e", "restore_drill_env=dev",
+                "-e", "restore_drill_host_env=dev",
+            ),
+            "is not a drill target",
+        ),
+        # The host says stage: an inventory and target of another name are refused.
+        (
+            (
+                "--skip-tags", "always",
+                "-e", "restore_drill_target_env=lab",
+                "-e", "restore_drill_env=lab",
+            ),
+            "is not a drill target",
+        ),
+        (("-e", '{"restore_drill_masking_rules": []}'), "must be a non-empty list"),
+        (
+            ("-e", json.dumps({"restore_drill_masking_rules": [{**RULE, "fields": {}}]})),
+            "at least one field each",
+        ),
+        (
+            (
+                "-e",
+                json.dumps({"restore_drill_masking_rules": [{**RULE, "fields": {"a": "b"}}]}),
+            ),
+            "generators being name, email",
+        ),
+        (
+            (
+                "-e",
+                json.dumps({"restore_drill_unmasked_namespaces": [*UNMASKED, "clinic.patients"]}),
+            ),
+            "that no rule names",
+        ),
+        (
+            ("-e", '{"restore_drill_unmasked_namespaces": ["clinic.visits"]}'),
+            "The backup holds clinic.audit_log, which no rule of restore_drill_masking_rules masks",
+        ),
+        (("-e", "restore_drill_scratch_port=scratch"), "restore_drill_scratch_port"),
+    ],
+    ids=[
+        "prod-target",
+        "dev-target",
+        "prod-skip-always",
+        "dev-everything-overridden",
+        "inventory-not-the-host",
+        "empty-rules",
+        "rule-without-fields",
+        "unknown-generator",
+        "masked-and-unmasked",
+        "namespace-without-rule",
+        "scratch-port-not-a-number",
+    ],
+)  # fmt: skip
+def test_a_refused_drill_changes_nothing(
+    ansible_playbook: Any,
+    drill: dict[str, Any],
+    target: MongoClient[dict[str, Any]],
+    tail: Any,
+    args: tuple[str, ...],
+    message: str,
 ) -> None:
-    before = sorted(target["clinic"]["patients"].find(), key=lambda d: d["_id"])
-    result = ansible_playbook(
-        DRILL,
-        "-e",
-        "restore_drill_group=drill_set",
-        "-e",
-        f"restore_drill_source_env={ENV}",
-        "-e",
-        "restore_drill_target_env=prod",
-    )
+    before = snapshot(target)
+    # The later -e of a variable wins.
+    result = ansible_playbook(DRILL, *DRILL_ARGS, *args)
     assert result.returncode != 0, tail(result)
     text = " ".join((result.stdout + result.stderr).split())
-    assert "never prod" in text
-    assert "changed=0" in text
-    assert sorted(target["clinic"]["patients"].find(), key=lambda d: d["_id"]) == before
+    assert message in text, tail(result)
+    assert not reached_the_host(result), tail(result)
+    assert snapshot(target) == before
+
+
+def test_a_drill_started_at_the_restore_task_reaches_no_host(
+    ansible_playbook: Any, drill: dict[str, Any], target: MongoClient[dict[str, Any]], tail: Any
+) -> None:
+    """--start-at-task skips the probe, so the second play has no primary to run on."""
+    before = snapshot(target)
+    result = ansible_playbook(
+        DRILL, *DRILL_ARGS, "-e", "restore_drill_target_env=dev", "--start-at-task", RUN_TASK
+    )
+    assert not reached_the_host(result), tail(result)
+    assert snapshot(target) == before
+
+
+def test_a_drill_killed_mid_run_leaves_no_unmasked_value(
+    ansible_playbook: Any,
+    drill: dict[str, Any],
+    drill_host: Host,
+    target: MongoClient[dict[str, Any]],
+    tail: Any,
+) -> None:
+    """The unit is killed (SIGKILL, as by an OOM kill or a lost host) as soon as its scratch
+    instance listens: restored data there, nothing copied yet."""
+    before = snapshot(target)
+    listening = f'ss -ltnH "sport = :{SCRATCH_PORT}" | grep -q .'
+    watcher = (
+        f"timeout 300 sh -c 'until {listening}; do sleep 0.05; done;"
+        f" systemctl kill --signal=SIGKILL {UNIT}.service; touch /tmp/drill-killed'"
+    )
+    drill_host.run("rm -f /tmp/drill-killed")
+    subprocess.run(["docker", "exec", "-d", "bk-restore", "sh", "-c", watcher], check=True)
+    result = ansible_playbook(DRILL, *DRILL_ARGS)
+    assert drill_host.file("/tmp/drill-killed").exists, tail(result)
+    assert result.returncode != 0, tail(result)
+    assert "The drill stopped" in result.stdout + result.stderr, tail(result)
+    assert snapshot(target) == before
+    assert originals_in_oplog(target) == 0
+    assert not drill_host.socket(f"tcp://127.0.0.1:{SCRATCH_PORT}").is_listening
+    leftovers = drill_host.run(
+        "find /tmp /var/tmp -maxdepth 1 -name 'systemd-private-*%s*'", UNIT
+    ).stdout
+    assert leftovers == ""

@@ -119,6 +119,9 @@ SET_PARAMETER_DEFAULTS: dict[str, Any] = {
     "singleNodeElectionDelayMillis": 500,
     # mongod's: how long a signalled primary waits for a secondary to catch up before exiting.
     "shutdownTimeoutMillisForSignaledShutdown": 15000,
+    # Accepted for mongod's sake (the restore drill's scratch instance turns it off); the double has
+    # no TTL monitor.
+    "ttlMonitorEnabled": True,
 }
 
 

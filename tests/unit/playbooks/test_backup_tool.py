@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import io
 import json
 from pathlib import Path
@@ -14,18 +13,12 @@ import pytest
 from bson import ObjectId
 
 from tests.doubles.mongodb.tools import archive as mongo_archive
-
-ROOT = Path(__file__).resolve().parents[3]
-TOOL_PATH = ROOT / "roles" / "backup_cron" / "files" / "clinic_backup_tool.py"
+from tests.unit.playbooks import role_scripts
 
 
 @pytest.fixture(scope="module")
 def tool() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("clinic_backup_tool", TOOL_PATH)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return role_scripts.load("backup_cron", "clinic_backup_tool")
 
 
 def namespace(db: str, coll: str, docs: list[dict]) -> mongo_archive.Namespace:

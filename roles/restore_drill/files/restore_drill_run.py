@@ -1,0 +1,318 @@
+"""Restore drill, on the target set's primary: restore, mask and verify in a scratch mongod, then
+copy only the masked namespaces into the target set.
+
+Run inside a transient systemd unit with a private /tmp (PrivateTmp=yes) and a run-time limit: the
+archive, the scratch instance's dbPath and its log live there, and systemd removes them when the
+unit stops, however it stops (an error, a kill, the limit). The target set receives nothing but
+masked documents, so neither its data files nor its oplog ever hold an original value.
+
+Reads a JSON request on stdin (never argv: it holds the presigned URL and the target's password):
+  {"url": "<presigned URL of the archive>", "sha256": "<hex>",
+   "mongod": "/usr/bin/mongod", "mongorestore": "/usr/bin/mongorestore", "scratch_port": 27117,
+   "target": {"uri": "mongodb://admin@127.0.0.1:27017/?authSource=admin", "password": "..."},
+   "expected": {"db.collection": count, ...},      # the manifest's counts (user databases)
+   "rules": [{"namespace": "db.coll", "fields": {"field.path": "generator"}}, ...],
+   "unmasked": ["db.coll", ...]}                   # namespaces declared to hold no patient data
+and prints a JSON report. Exit 1 when the drill stops (a count differs from the manifest, a restored
+namespace has neither a rule nor an unmasked declaration, an original value survives the masking,
+the copy is short); exit 2 on bad input. Nothing it prints quotes a document: tools' output and
+exception texts can, so they stay in the private /tmp or are reduced to their type and code.
+
+Fake values are derived from each document's _id and the value's path (the same document always
+gets the same fake), so they carry nothing of the original. A path through arrays is masked
+element by element. Generators: name, email, phone, date, text, null.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import bson
+from pymongo import MongoClient, ReplaceOne, WriteConcern
+from pymongo.errors import OperationFailure, PyMongoError
+
+GENERATORS = ("name", "email", "phone", "date", "text", "null")
+SYSTEM_DBS = ("admin", "config", "local")
+BATCH = 1000
+MAJORITY = WriteConcern(w="majority")
+
+
+class DrillStopped(Exception):
+    """A check failed: the report says why; nothing unmasked left the scratch instance."""
+
+
+def fake(generator: str, doc_id: Any, path: str) -> Any:
+    digest = hashlib.sha256(bson.encode({"i": doc_id, "p": path})).hexdigest()
+    number = int(digest[:12], 16)
+    if generator == "name":
+        return f"Masked Patient {digest[:8]}"
+    if generator == "email":
+        return f"patient-{digest[:12]}@example.invalid"
+    if generator == "phone":
+        return f"+91 00000 {number % 100000:05d}"
+    if generator == "date":
+        # A day of 1900: far from any living patient's date, so a fake never equals an original.
+        epoch = datetime.datetime(1900, 1, 1, tzinfo=datetime.UTC)
+        return epoch + datetime.timedelta(days=number % 365)
+    if generator == "text":
+        return f"masked-{digest[:16]}"
+    return None
+
+
+def leaves(node: Any, parts: list[str], trail: tuple[str, ...]) -> Iterator[tuple[Any, Any, str]]:
+    """(container, key, concrete path) of every value at a dotted path, through arrays element by
+    element: `contacts.phone` reaches the phone of every contact, `tags` every tag."""
+    if isinstance(node, list):
+        for index, item in enumerate(node):
+            yield from leaves(item, parts, (*trail, str(index)))
+        return
+    if not isinstance(node, dict) or parts[0] not in node:
+        return
+    key, rest = parts[0], parts[1:]
+    if rest:
+        yield from leaves(node[key], rest, (*trail, key))
+    elif isinstance(node[key], list):
+        for index in range(len(node[key])):
+            yield node[key], index, ".".join((*trail, key, str(index)))
+    else:
+        yield node, key, ".".join((*trail, key))
+
+
+def fingerprint(value: Any) -> str:
+    return hashlib.sha256(bson.encode({"v": value})).hexdigest()
+
+
+def mask(scratch: MongoClient[dict[str, Any]], rule: dict[str, Any]) -> dict[str, Any]:
+    db_name, _, coll_name = rule["namespace"].partition(".")
+    coll = scratch[db_name][coll_name]
+    fields: dict[str, str] = rule["fields"]
+    originals: dict[str, set[str]] = {path: set() for path in fields}
+    masked = dict.fromkeys(fields, 0)
+    writes: list[ReplaceOne[dict[str, Any]]] = []
+    # Read, change in memory, replace: the cursor never walks over documents it has changed.
+    for doc in coll.find({}):
+        changed = False
+        for path, generator in fields.items():
+            for container, key, concrete in leaves(doc, path.split("."), ()):
+                if container[key] is None:
+                    continue
+                originals[path].add(fingerprint(container[key]))
+                container[key] = fake(generator, doc["_id"], concrete)
+                masked[path] += 1
+                changed = True
+        if changed:
+            writes.append(ReplaceOne({"_id": doc["_id"]}, doc))
+        if len(writes) >= BATCH:
+            coll.bulk_write(writes, ordered=False)
+            writes = []
+    if writes:
+        coll.bulk_write(writes, ordered=False)
+    remaining = dict.fromkeys(fields, 0)
+    for doc in coll.find({}):
+        for path in fields:
+            for container, key, _ in leaves(doc, path.split("."), ()):
+                if container[key] is not None and fingerprint(container[key]) in originals[path]:
+                    remaining[path] += 1
+    return {"namespace": rule["namespace"], "masked": masked, "originals_remaining": remaining}
+
+
+def check_request(request: dict[str, Any]) -> str | None:
+    rules = request["rules"]
+    if not rules or any(not rule["fields"] for rule in rules):
+        return "the masking rules are empty: a drill masks at least one field"
+    for rule in rules:
+        unknown = sorted(set(rule["fields"].values()) - set(GENERATORS))
+        if unknown or "." not in rule["namespace"]:
+            return (
+                f"bad masking rule for {rule['namespace']}: generators are {', '.join(GENERATORS)}"
+            )
+    overlap = {rule["namespace"] for rule in rules} & set(request["unmasked"])
+    if overlap:
+        return f"{', '.join(sorted(overlap))}: both masked and declared unmasked"
+    return None
+
+
+def download(url: str, sha256: str, dest: Path) -> int:
+    digest = hashlib.sha256()
+    size = 0
+    with urllib.request.urlopen(url, timeout=60) as response, dest.open("wb") as out:
+        while chunk := response.read(1 << 20):
+            digest.update(chunk)
+            out.write(chunk)
+            size += len(chunk)
+    if digest.hexdigest() != sha256:
+        raise DrillStopped("the archive's sha256 is not the manifest's")
+    return size
+
+
+def start_scratch(mongod: str, port: int, work: Path) -> subprocess.Popen[bytes]:
+    """A throw-away standalone mongod: its own dbPath, 127.0.0.1 only, no replica set, no users,
+    no unix socket, the TTL monitor off (it would delete restored documents), its log private."""
+    (work / "db").mkdir(mode=0o700)
+    argv = [
+        mongod,
+        "--dbpath", str(work / "db"),
+        "--port", str(port),
+        "--bind_ip", "127.0.0.1",
+        "--nounixsocket",
+        "--setParameter", "ttlMonitorEnabled=false",
+        "--logpath", str(work / "mongod.log"),
+    ]  # fmt: skip
+    process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise DrillStopped(f"the scratch mongod exited {process.returncode} at start")
+        try:
+            with scratch_client(port, 1000) as probe:
+                probe.admin.command("ping")
+            return process
+        except PyMongoError:
+            time.sleep(0.5)
+    raise DrillStopped("the scratch mongod did not answer within 60 s")
+
+
+def scratch_client(port: int, timeout_ms: int = 30000) -> MongoClient[dict[str, Any]]:
+    return MongoClient(
+        f"mongodb://127.0.0.1:{port}/?directConnection=true",
+        serverSelectionTimeoutMS=timeout_ms,
+    )
+
+
+def restore(mongorestore: str, port: int, archive: Path, work: Path) -> None:
+    """The archive with its oplog into the scratch instance. The tool's output can quote documents
+    (duplicate keys): it stays in the private /tmp."""
+    with (work / "mongorestore.log").open("wb") as log:
+        rc = subprocess.run(
+            [
+                mongorestore,
+                f"--uri=mongodb://127.0.0.1:{port}/?directConnection=true",
+                "--gzip",
+                f"--archive={archive}",
+                "--oplogReplay",
+                "--drop",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            check=False,
+        ).returncode
+    if rc != 0:
+        raise DrillStopped(f"mongorestore into the scratch instance exited {rc}")
+
+
+def user_namespaces(client: MongoClient[dict[str, Any]]) -> set[str]:
+    return {
+        f"{db}.{coll}"
+        for db in client.list_database_names()
+        if db not in SYSTEM_DBS
+        for coll in client[db].list_collection_names()
+        if not coll.startswith("system.")
+    }
+
+
+def copy(
+    scratch: MongoClient[dict[str, Any]], target: MongoClient[dict[str, Any]], namespace: str
+) -> int:
+    """Replace a namespace of the target set with the scratch instance's masked copy."""
+    db_name, _, coll_name = namespace.partition(".")
+    source = scratch[db_name][coll_name]
+    dest = target[db_name].get_collection(coll_name, write_concern=MAJORITY)
+    dest.drop()
+    target[db_name].create_collection(coll_name, write_concern=MAJORITY)
+    for spec in source.list_indexes():
+        if spec["name"] != "_id_":
+            options = {k: v for k, v in spec.items() if k not in ("key", "v", "ns")}
+            dest.create_index(list(spec["key"].items()), **options)
+    batch: list[dict[str, Any]] = []
+    for doc in source.find({}):
+        batch.append(doc)
+        if len(batch) >= BATCH:
+            dest.insert_many(batch, ordered=True)
+            batch = []
+    if batch:
+        dest.insert_many(batch, ordered=True)
+    return dest.count_documents({})
+
+
+def drill(request: dict[str, Any], work: Path, report: dict[str, Any]) -> None:
+    archive = work / "dump.archive.gz"
+    report["archive_bytes"] = download(request["url"], request["sha256"], archive)
+    scratch_process = start_scratch(request["mongod"], request["scratch_port"], work)
+    try:
+        restore(request["mongorestore"], request["scratch_port"], archive, work)
+        archive.unlink()
+        with scratch_client(request["scratch_port"]) as scratch:
+            covered = {rule["namespace"] for rule in request["rules"]} | set(request["unmasked"])
+            restored = user_namespaces(scratch)
+            uncovered = sorted(restored - covered)
+            if uncovered:
+                raise DrillStopped(
+                    f"{', '.join(uncovered)}: restored but neither masked by a rule nor declared "
+                    "unmasked (restore_drill_unmasked_namespaces)"
+                )
+            for namespace, expected in sorted(request["expected"].items()):
+                db_name, _, coll_name = namespace.partition(".")
+                actual = scratch[db_name][coll_name].count_documents({})
+                report["counts"][namespace] = {"expected": expected, "restored": actual}
+                if actual != expected:
+                    raise DrillStopped(
+                        f"{namespace}: {actual} documents, the manifest says {expected}"
+                    )
+            for rule in request["rules"]:
+                result = mask(scratch, rule)
+                report["masking"].append(result)
+                left = {k: v for k, v in result["originals_remaining"].items() if v}
+                if left:
+                    raise DrillStopped(f"{rule['namespace']}: original values remain in {left}")
+            with MongoClient(
+                request["target"]["uri"], password=request["target"]["password"]
+            ) as target:
+                for namespace in sorted(restored):
+                    copied = copy(scratch, target, namespace)
+                    report["copied"][namespace] = copied
+                    if copied != report["counts"].get(namespace, {}).get("restored", copied):
+                        raise DrillStopped(
+                            f"{namespace}: {copied} documents copied into the target"
+                        )
+    finally:
+        scratch_process.terminate()
+        scratch_process.wait(timeout=60)
+
+
+def main() -> int:
+    request = json.load(sys.stdin)
+    problem = check_request(request)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
+    report: dict[str, Any] = {"counts": {}, "masking": [], "copied": {}, "problems": []}
+    try:
+        with tempfile.TemporaryDirectory(prefix="clinic-restore-drill-") as work:
+            drill(request, Path(work), report)
+    except DrillStopped as exc:
+        report["problems"].append(str(exc))
+    except OperationFailure as exc:
+        # Server error texts can quote a document (a duplicate key): the code only.
+        report["problems"].append(
+            f"MongoDB error {exc.code} ({exc.details and exc.details.get('codeName')})"
+        )
+    except (PyMongoError, OSError) as exc:
+        report["problems"].append(f"{type(exc).__name__} during the drill")
+    json.dump(report, sys.stdout, sort_keys=True)
+    sys.stdout.write("\n")
+    return 1 if report["problems"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
