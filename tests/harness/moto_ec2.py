@@ -2,6 +2,12 @@
 
 Shared by the inventory tests and the inventory benchmark: one way to start the endpoint, seed
 instances with the platform's tags and list an environment's inventory.
+
+One answer of moto is corrected where S3 answers otherwise and a module relies on it:
+GetObjectLockConfiguration. moto 5.2.5 returns both `Days` and `Years` of a default retention
+(the unset one as 0); S3 returns the one that was set (they are mutually exclusive), and
+amazon.aws.s3_bucket compares the answer with its input, so against moto it would change the
+retention on every run.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from moto.core.responses import ActionResult
+from moto.s3.responses import S3Response
 from moto.server import ThreadedMotoServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,6 +37,19 @@ FAKE_CREDENTIALS = {
     "AWS_REGION": REGION,
     "AWS_DEFAULT_REGION": REGION,
 }
+
+
+def _get_object_lock_configuration(self: S3Response) -> Any:
+    enabled, mode, days, years = self.backend.get_object_lock_configuration(self.bucket_name)
+    config: dict[str, Any] = {"ObjectLockEnabled": "Enabled" if enabled else "Disabled"}
+    if mode:
+        period = {"Years": years} if years else {"Days": days}
+        config["Rule"] = {"DefaultRetention": {"Mode": mode, **period}}
+    self.data["Action"] = "GetObjectLockConfiguration"
+    return self.serialized(ActionResult({"ObjectLockConfiguration": config}))
+
+
+S3Response.get_object_lock_configuration = _get_object_lock_configuration  # type: ignore[method-assign]
 
 
 @contextmanager

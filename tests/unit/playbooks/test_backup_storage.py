@@ -117,7 +117,7 @@ def test_backups_expire_after_the_retention(s3: Any) -> None:
         "Filter": {"Prefix": "backups/stage/"},
         "Status": "Enabled",
         "Expiration": {"Days": RETENTION},
-        "NoncurrentVersionExpiration": {"NoncurrentDays": 7},
+        "NoncurrentVersionExpiration": {"NoncurrentDays": RETENTION},
         "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
     }
 
@@ -129,8 +129,53 @@ def test_audit_exports_move_to_glacier_and_never_expire(s3: Any) -> None:
         "Filter": {"Prefix": "audit/stage/"},
         "Status": "Enabled",
         "Transitions": [{"Days": 90, "StorageClass": "GLACIER"}],
-        "NoncurrentVersionExpiration": {"NoncurrentDays": 7},
+        "NoncurrentVersionExpiration": {"NoncurrentDays": RETENTION},
         "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
+    }
+
+
+@pytest.mark.parametrize(
+    ("bucket", "days"), [(BACKUP_BUCKET, RETENTION), (AUDIT_BUCKET, 365)], ids=["backups", "audit"]
+)
+def test_every_new_version_is_locked_in_the_environments_mode(
+    s3: Any, bucket: str, days: int
+) -> None:
+    config = s3.get_object_lock_configuration(Bucket=bucket)["ObjectLockConfiguration"]
+    assert config == {
+        "ObjectLockEnabled": "Enabled",
+        "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": days}},
+    }
+
+
+def test_a_backup_version_cannot_be_deleted_during_its_lock(s3: Any) -> None:
+    """The lock, not the policy, refuses: moto applies the policy's denies to every object request,
+    so the policy is set aside for this one and put back."""
+    policy = s3.get_bucket_policy(Bucket=BACKUP_BUCKET)["Policy"]
+    s3.delete_bucket_policy(Bucket=BACKUP_BUCKET)
+    try:
+        key = "backups/stage/20260101T000000Z/dump.archive.gz"
+        first = s3.put_object(Bucket=BACKUP_BUCKET, Key=key, Body=b"first")["VersionId"]
+        s3.put_object(Bucket=BACKUP_BUCKET, Key=key, Body=b"overwrite")
+        head = s3.head_object(Bucket=BACKUP_BUCKET, Key=key, VersionId=first)
+        assert head["ObjectLockMode"] == "GOVERNANCE"
+        with pytest.raises(s3.exceptions.ClientError, match="AccessDenied"):
+            s3.delete_object(Bucket=BACKUP_BUCKET, Key=key, VersionId=first)
+        body = s3.get_object(Bucket=BACKUP_BUCKET, Key=key, VersionId=first)["Body"].read()
+        assert body == b"first"
+    finally:
+        s3.put_bucket_policy(Bucket=BACKUP_BUCKET, Policy=policy)
+
+
+def test_every_environment_sets_its_lock_mode() -> None:
+    modes = {
+        storage.parents[2].name: yaml.safe_load(storage.read_text()).get("clinic_object_lock_mode")
+        for storage in ROOT.glob("inventories/*/group_vars/all/storage.yml")
+    }
+    assert modes == {
+        "dev": "GOVERNANCE",
+        "lab": "GOVERNANCE",
+        "stage": "GOVERNANCE",
+        "prod": "COMPLIANCE",
     }
 
 
@@ -298,6 +343,23 @@ BAD_INPUT = {
     "retention too long": (
         {"extra": ["-e", '{"clinic_backup_retention_days": 4000}']},
         'clinic_backup_retention_days is "4000"',
+    ),
+    "missing lock mode": (
+        {"drop": "clinic_object_lock_mode"},
+        "clinic_object_lock_mode is not set: set it in "
+        "inventories/stage/group_vars/all/storage.yml to GOVERNANCE",
+    ),
+    "unknown lock mode": (
+        {"extra": ["-e", "clinic_object_lock_mode=governance"]},
+        'clinic_object_lock_mode is "governance"',
+    ),
+    "noncurrent versions shorter than the retention": (
+        {"extra": ["-e", "backup_storage_noncurrent_days=7"]},
+        "backup_storage_noncurrent_days (7) and backup_storage_lock_days",
+    ),
+    "lock shorter than the retention": (
+        {"extra": ["-e", "backup_storage_lock_days=1"]},
+        "must each be at least clinic_backup_retention_days",
     ),
 }
 
