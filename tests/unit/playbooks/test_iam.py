@@ -361,8 +361,13 @@ def test_an_app_node_reads_artifacts_and_not_backups(aws: dict[str, Any]) -> Non
 def test_an_app_node_uses_its_key_logs_and_namespace_only(aws: dict[str, Any]) -> None:
     app = [policy_of(aws, "clinic-stage-app")]
     stage_key, prod_key = aws["seeded"]["stage"]["key_arn"], aws["seeded"]["prod"]["key_arn"]
-    assert allows(app, "kms:Decrypt", stage_key)
-    assert not allows(app, "kms:Decrypt", prod_key)
+    via_ssm = {"kms:ViaService": f"ssm.{REGION}.amazonaws.com"}
+    via_s3 = {"kms:ViaService": f"s3.{REGION}.amazonaws.com"}
+    assert allows(app, "kms:Decrypt", stage_key, via_ssm)
+    assert allows(app, "kms:GenerateDataKey", stage_key, via_s3)
+    assert not allows(app, "kms:Decrypt", stage_key)  # directly, not through SSM or S3
+    assert not allows(app, "kms:Decrypt", stage_key, {"kms:ViaService": "ec2.amazonaws.com"})
+    assert not allows(app, "kms:Decrypt", prod_key, via_ssm)
     assert not allows(app, "kms:ScheduleKeyDeletion", stage_key)
     stream = arn("logs", "log-group:/clinic/stage/app:log-stream:i-0abc")
     assert allows(app, "logs:PutLogEvents", stream)
@@ -377,11 +382,16 @@ def test_an_app_node_uses_its_key_logs_and_namespace_only(aws: dict[str, Any]) -
     assert not allows(app, "cloudwatch:PutMetricData", "*")
 
 
-def test_a_mongodb_member_reads_its_secrets_only(aws: dict[str, Any]) -> None:
+def test_a_mongodb_member_reads_no_secret(aws: dict[str, Any]) -> None:
+    """The controller reads the keyFile and the passwords and writes what each host needs: a
+    member that is broken into cannot read the admin password or the keyFile from SSM."""
     member = [policy_of(aws, "clinic-stage-mongodb")]
-    assert allows(member, "ssm:GetParameter", parameter("stage", "mongodb", "keyfile"))
-    assert not allows(member, "ssm:GetParameter", parameter("prod", "mongodb", "keyfile"))
+    for name in ("keyfile", "admin_password", "backup_password"):
+        assert not allows(member, "ssm:GetParameter", parameter("stage", "mongodb", name))
+    assert not allows(member, "ssm:GetParametersByPath", arn("ssm", "parameter/clinic/stage"))
     assert not allows(member, "ssm:GetParameter", parameter("stage", "app", "jwt_secret"))
+    via_ssm = {"kms:ViaService": f"ssm.{REGION}.amazonaws.com"}
+    assert not allows(member, "kms:Decrypt", aws["seeded"]["stage"]["key_arn"], via_ssm)
 
 
 def test_a_mongodb_member_puts_kms_encrypted_backups_under_its_prefix(aws: dict[str, Any]) -> None:
@@ -482,7 +492,7 @@ def test_moto_enforces_the_app_role_on_s3(aws: dict[str, Any]) -> None:
 
 def test_each_secret_is_granted_to_the_tier_its_path_names(aws: dict[str, Any]) -> None:
     # The grants and the list of secrets (group_vars/all/secrets.yml) agree: a secret under app/ is
-    # the API nodes', one under mongodb/ the members'; no secret is granted to the other tier.
+    # the API nodes'; one under mongodb/ is read by the controller only, no host tier.
     wiring = yaml.safe_load((ROOT / "group_vars" / "all" / "secrets.yml").read_text())
     tiers = {"app": "clinic-stage-app", "mongodb": "clinic-stage-mongodb"}
     for name, secret in wiring["clinic_secrets"].items():
@@ -492,4 +502,4 @@ def test_each_secret_is_granted_to_the_tier_its_path_names(aws: dict[str, Any]) 
             granted = allows(
                 [policy_of(aws, role)], "ssm:GetParameter", parameter("stage", owner, rest)
             )
-            assert granted == (tier == owner), f"{name} for {role}"
+            assert granted == (tier == owner == "app"), f"{name} for {role}"
