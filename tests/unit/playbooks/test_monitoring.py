@@ -132,6 +132,8 @@ def test_the_alarms_cover_the_running_instances_of_the_environment_only(
             "http-p95-latency",
             "backup-missing",
             "backup-failed",
+            "audit-export-missing",
+            "audit-export-failed",
             "noshow-job-runtime",
         )
     }
@@ -191,7 +193,7 @@ def single_metric(alarm: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
-def test_p95_latency_backup_and_no_show_alarms(held: dict[str, Any]) -> None:
+def test_p95_latency_backup_audit_export_and_no_show_alarms(held: dict[str, Any]) -> None:
     stage = {"Environment": "stage"}
     assert single_metric(held["clinic-stage-http-p95-latency"]) == (
         "AWS/ApplicationELB", "TargetResponseTime", {"LoadBalancer": ALB}, "p95", 300,
@@ -204,6 +206,15 @@ def test_p95_latency_backup_and_no_show_alarms(held: dict[str, Any]) -> None:
     )  # fmt: skip
     assert single_metric(held["clinic-stage-backup-failed"]) == (
         "Clinic/Backup", "BackupSuccess", stage, "Minimum", 3600,
+        "LessThanThreshold", 1.0, 1, 1, "notBreaching",
+    )  # fmt: skip
+    # The daily audit export, alarmed like the backup.
+    assert single_metric(held["clinic-stage-audit-export-missing"]) == (
+        "Clinic/Backup", "AuditExportSuccess", stage, "Maximum", 3600,
+        "LessThanThreshold", 1.0, 26, 26, "breaching",
+    )  # fmt: skip
+    assert single_metric(held["clinic-stage-audit-export-failed"]) == (
+        "Clinic/Backup", "AuditExportSuccess", stage, "Minimum", 3600,
         "LessThanThreshold", 1.0, 1, 1, "notBreaching",
     )  # fmt: skip
     assert single_metric(held["clinic-stage-noshow-job-runtime"]) == (
@@ -371,6 +382,16 @@ BAD_INPUT: dict[str, tuple[list[str], str | None, str]] = {
         ],
         "https://hooks.example.invalid/x",
         "at most seven days (168 hours)",
+    ),
+    "audit export window longer than seven days": (
+        [
+            "-e",
+            f"monitoring_alb_dimension={ALB}",
+            "-e",
+            '{"monitoring_audit_export_missing_hours": 169}',
+        ],
+        "https://hooks.example.invalid/x",
+        "monitoring_audit_export_missing_hours is 169",
     ),
 }
 
