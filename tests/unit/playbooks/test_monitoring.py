@@ -199,24 +199,17 @@ def test_p95_latency_backup_audit_export_and_no_show_alarms(held: dict[str, Any]
         "AWS/ApplicationELB", "TargetResponseTime", {"LoadBalancer": ALB}, "p95", 300,
         "GreaterThanThreshold", 1.5, 3, 3, "notBreaching",
     )  # fmt: skip
-    # 26 hourly periods in a row without BackupSuccess=1; a missing datapoint breaches.
-    assert single_metric(held["clinic-stage-backup-missing"]) == (
-        "Clinic/Backup", "BackupSuccess", stage, "Maximum", 3600,
-        "LessThanThreshold", 1.0, 26, 26, "breaching",
-    )  # fmt: skip
-    assert single_metric(held["clinic-stage-backup-failed"]) == (
-        "Clinic/Backup", "BackupSuccess", stage, "Minimum", 3600,
-        "LessThanThreshold", 1.0, 1, 1, "notBreaching",
-    )  # fmt: skip
-    # The daily audit export, alarmed like the backup.
-    assert single_metric(held["clinic-stage-audit-export-missing"]) == (
-        "Clinic/Backup", "AuditExportSuccess", stage, "Maximum", 3600,
-        "LessThanThreshold", 1.0, 26, 26, "breaching",
-    )  # fmt: skip
-    assert single_metric(held["clinic-stage-audit-export-failed"]) == (
-        "Clinic/Backup", "AuditExportSuccess", stage, "Minimum", 3600,
-        "LessThanThreshold", 1.0, 1, 1, "notBreaching",
-    )  # fmt: skip
+    # The backup and the daily audit export: 26 hourly periods in a row without a success (1) fire
+    # "missing", where a missing datapoint breaches; a failure (0) fires "failed" at once.
+    for job, metric in (("backup", "BackupSuccess"), ("audit-export", "AuditExportSuccess")):
+        assert single_metric(held[f"clinic-stage-{job}-missing"]) == (
+            "Clinic/Backup", metric, stage, "Maximum", 3600,
+            "LessThanThreshold", 1.0, 26, 26, "breaching",
+        )  # fmt: skip
+        assert single_metric(held[f"clinic-stage-{job}-failed"]) == (
+            "Clinic/Backup", metric, stage, "Minimum", 3600,
+            "LessThanThreshold", 1.0, 1, 1, "notBreaching",
+        )  # fmt: skip
     assert single_metric(held["clinic-stage-noshow-job-runtime"]) == (
         "Clinic/App", "NoShowJobRuntimeSeconds", stage, "Maximum", 3600,
         "GreaterThanThreshold", 900.0, 1, 1, "notBreaching",
