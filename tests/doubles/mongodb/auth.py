@@ -270,7 +270,7 @@ CLUSTER_MONITOR = frozenset(
 CLUSTER_MANAGER = frozenset(
     {"replSetConfigure", "replSetStateChange", "setParameter", "setDefaultRWConcern"}
 )
-HOST_MANAGER = frozenset({"shutdown", "setParameter", "killop", "logRotate"})
+HOST_MANAGER = frozenset({"shutdown", "setParameter", "killop", "logRotate", "fsync", "unlock"})
 
 DB_ROLES = ("read", "readWrite", "dbAdmin", "userAdmin", "dbOwner")
 ADMIN_ONLY_ROLES = (

@@ -188,6 +188,8 @@ class Commands:
             "serverStatus": Command(self.server_status, _cluster("serverStatus")),
             "shutdown": Command(self.shutdown, _cluster("shutdown")),
             "logRotate": Command(self.log_rotate, _cluster("logRotate")),
+            "fsync": Command(self.fsync, _cluster("fsync")),
+            "fsyncUnlock": Command(self.fsync_unlock, _cluster("unlock")),
             "getDefaultRWConcern": Command(
                 self.get_default_rw_concern, _cluster("getDefaultRWConcern")
             ),
@@ -244,6 +246,9 @@ class Commands:
                 raise MongoError(20, "Transactions are not supported by this server")
             self._authorize(conn, name, db, body, command)
             self._check_state(name, db, body, command, secondary_ok)
+            if command.secondary == "primary":
+                await self.node.writes_allowed()
+                self._check_state(name, db, body, command, secondary_ok)
             reply = await self._with_retry(conn, name, db, body, command)
             concern_error = reply.get("writeConcernError")
             if (
@@ -646,6 +651,28 @@ class Commands:
     async def log_rotate(self, conn: Connection, db: str, body: Document) -> Document:
         self.node.log.rotate()
         return {"ok": 1.0}
+
+    async def fsync(self, conn: Connection, db: str, body: Document) -> Document:
+        if db != "admin":
+            raise MongoError(13, "fsync may only be run against the admin database.")
+        if not body.get("lock"):
+            return {"numFiles": 1, "ok": 1.0}
+        count = self.node.fsync_lock(+1)
+        self.node.log.info("COMMAND", 20461, "conn", "Lock count is now", lockCount=count)
+        return {
+            "info": "now locked against writes, use db.fsyncUnlock() to unlock",
+            "lockCount": Int64(count),
+            "seeAlso": "http://dochub.mongodb.org/core/fsynccommand",
+            "ok": 1.0,
+        }
+
+    async def fsync_unlock(self, conn: Connection, db: str, body: Document) -> Document:
+        if db != "admin":
+            raise MongoError(13, "fsyncUnlock may only be run against the admin database.")
+        if not self.node.fsync_locks:
+            raise MongoError(125, "fsyncUnlock called when not locked")
+        count = self.node.fsync_lock(-1)
+        return {"info": "fsyncUnlock completed", "lockCount": Int64(count), "ok": 1.0}
 
     async def shutdown(self, conn: Connection, db: str, body: Document) -> Document:
         if db != "admin":

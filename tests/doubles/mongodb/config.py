@@ -115,6 +115,8 @@ SET_PARAMETER_DEFAULTS: dict[str, Any] = {
     "featureCompatibilityVersion": "7.0",
     # How long a secondary waits before applying fetched oplog entries (replication lag).
     "replicationApplyDelayMillis": 50,
+    # mongod's: a primary with no write for this long writes a no-op to the oplog (1 to 10).
+    "periodicNoopIntervalSecs": 10,
     # Delay before a single-node replica set elects itself after replSetInitiate.
     "singleNodeElectionDelayMillis": 500,
     # mongod's: how long a signalled primary waits for a secondary to catch up before exiting.

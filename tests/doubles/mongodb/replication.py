@@ -404,7 +404,12 @@ class Replication:
     async def start(self) -> None:
         if self.config is not None:
             await self._install_config(self.config, persist=False)
-        loop_tasks = (self._election_loop(), self._fetch_loop(), self._housekeeping_loop())
+        loop_tasks = (
+            self._election_loop(),
+            self._fetch_loop(),
+            self._housekeeping_loop(),
+            self._noop_writer_loop(),
+        )
         self.tasks = [asyncio.create_task(coro) for coro in loop_tasks]
 
     async def stop(self) -> None:
@@ -1972,6 +1977,7 @@ class Replication:
         delay = int(self.node.settings.parameter("replicationApplyDelayMillis"))
         if delay > 0:
             await asyncio.sleep(delay / 1000 * random.uniform(0.8, 1.2))
+        await self.node.writes_allowed()
         for entry in entries:
             if self.state not in (SECONDARY, STARTUP2) or entry["ts"] <= self.last_applied.ts:
                 continue
@@ -2105,6 +2111,18 @@ class Replication:
             handle.flush()
             os.fsync(handle.fileno())
         return directory
+
+    async def _noop_writer_loop(self) -> None:
+        """mongod's periodic no-op writer: a primary whose last write is periodicNoopIntervalSecs
+        old writes a no-op entry, so every member's lastWrite follows the clock and a member that
+        stops replicating falls behind even when clients write nothing."""
+        while not self._stopping:
+            await asyncio.sleep(1)
+            interval = int(self.node.settings.parameter("periodicNoopIntervalSecs"))
+            if self.node.fsync_locks or not self.is_writable_primary():
+                continue
+            if time.time() - self.last_applied.ts.time >= interval:
+                self.log_op("n", "", {"msg": "periodic noop"})
 
     async def _housekeeping_loop(self) -> None:
         """On the primary: drop `newlyAdded` once a new member is a healthy SECONDARY."""

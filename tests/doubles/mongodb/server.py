@@ -61,6 +61,10 @@ class Node:
         self._servers: list[asyncio.base_events.Server] = []
         self._connections: set[asyncio.Task[None]] = set()
         self._socket_path: str | None = None
+        # fsync with lock: true: writes, client and replicated, wait until the last unlock.
+        self.fsync_locks = 0
+        self._fsync_unlocked = asyncio.Event()
+        self._fsync_unlocked.set()
 
     # Shared state used by commands and replication
 
@@ -69,6 +73,18 @@ class Node:
 
     def topology_version(self) -> Document:
         return {"processId": self.process_id, "counter": Int64(self.topology_counter)}
+
+    def fsync_lock(self, delta: int) -> int:
+        self.fsync_locks += delta
+        if self.fsync_locks:
+            self._fsync_unlocked.clear()
+        else:
+            self._fsync_unlocked.set()
+        return self.fsync_locks
+
+    async def writes_allowed(self) -> None:
+        """Return once no fsync lock holds writes back."""
+        await self._fsync_unlocked.wait()
 
     def bump_topology(self) -> None:
         self.topology_counter += 1

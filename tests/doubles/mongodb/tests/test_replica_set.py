@@ -260,6 +260,54 @@ def test_secondary_serves_opted_in_reads_and_refuses_writes(
         client.close()
 
 
+def test_an_fsync_locked_secondary_falls_behind_until_unlocked(
+    rs: list[Mongod], rs_client: pymongo.MongoClient[Any]
+) -> None:
+    """fsync with lock: true holds a secondary's oplog application back (its hello's lastWrite
+    stays behind the primary's) until fsyncUnlock; a second unlock is refused."""
+    primary = _primary(rs, rs_client)
+    node = next(n for n in rs if n is not primary)
+    secondary = node.client("admin", ADMIN_PW)
+    visits = secondary.clinic.get_collection(
+        "visits", read_preference=pymongo.ReadPreference.SECONDARY_PREFERRED
+    )
+    locked = False
+    try:
+        reply = secondary.admin.command("fsync", lock=True)
+        locked = True
+        assert reply["lockCount"] == 1
+        one = rs_client.clinic.get_collection("visits", write_concern=WriteConcern(w=1))
+        one.insert_one({"_id": "while-locked"})
+        time.sleep(2)
+        assert visits.find_one({"_id": "while-locked"}) is None
+        ahead = rs_client.admin.command("hello")["lastWrite"]["opTime"]["ts"]
+        behind = secondary.admin.command("hello")["lastWrite"]["opTime"]["ts"]
+        assert behind < ahead
+        assert secondary.admin.command("fsyncUnlock")["lockCount"] == 0
+        locked = False
+        wait_for(lambda: visits.find_one({"_id": "while-locked"}), 10, "the write after unlock")
+        assert command_error(lambda: secondary.admin.command("fsyncUnlock"))["code"] == 125
+    finally:
+        if locked:
+            secondary.admin.command("fsyncUnlock")
+        secondary.close()
+
+
+def test_an_idle_primary_writes_a_periodic_noop(
+    rs: list[Mongod], rs_client: pymongo.MongoClient[Any]
+) -> None:
+    """With no client write, the primary's lastWrite still moves within about 10 seconds (mongod's
+    periodic no-op writer)."""
+    start = rs_client.admin.command("hello")["lastWrite"]["opTime"]["ts"]
+    wait_for(
+        lambda: rs_client.admin.command("hello")["lastWrite"]["opTime"]["ts"] > start,
+        15,
+        "a periodic no-op on the idle primary",
+    )
+    noop = rs_client.local["oplog.rs"].find_one({"ts": {"$gt": start}, "op": "n"})
+    assert noop is not None and noop["ns"] == "" and noop["o"] == {"msg": "periodic noop"}
+
+
 def test_localhost_exception_closed_on_secondaries(
     rs: list[Mongod], rs_client: pymongo.MongoClient[Any]
 ) -> None:
