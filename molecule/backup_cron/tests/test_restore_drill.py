@@ -4,6 +4,7 @@ copied into the fresh target set; refusals and an interrupted drill leave the ta
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import subprocess
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from conftest import (
     PATIENTS,
     ROOT,
     TARGET_ENV,
+    VISITS,
     latest,
     metric_points,
 )
@@ -270,6 +272,14 @@ UNMASKED = ["clinic.visits", "clinic.audit_log"]
             "The backup holds clinic.audit_log, which no rule of restore_drill_masking_rules masks",
         ),
         (("-e", "restore_drill_scratch_port=scratch"), "restore_drill_scratch_port"),
+        (
+            ("-e", '{"restore_drill_subset": {"clinic.patients": {"fraction": 0}}}'),
+            "restore_drill_subset['clinic.patients']: fraction must be a number above 0",
+        ),
+        (
+            ("-e", '{"restore_drill_subset": {"clinic.absent": {"fraction": 0.5}}}'),
+            "restore_drill_subset names clinic.absent, which the backup",
+        ),
     ],
     ids=[
         "prod-target",
@@ -283,6 +293,8 @@ UNMASKED = ["clinic.visits", "clinic.audit_log"]
         "masked-and-unmasked",
         "namespace-without-rule",
         "scratch-port-not-a-number",
+        "subset-fraction-zero",
+        "subset-of-an-absent-namespace",
     ],
 )  # fmt: skip
 def test_a_refused_drill_changes_nothing(
@@ -343,3 +355,46 @@ def test_a_drill_killed_mid_run_leaves_no_unmasked_value(
         "find /tmp /var/tmp -maxdepth 1 -name 'systemd-private-*%s*'", UNIT
     ).stdout
     assert leftovers == ""
+
+
+def sample_point(doc_id: Any) -> float:
+    """The documented fraction rule: the first 32 bits of the sha256 of the BSON {v: _id}."""
+    return int(hashlib.sha256(bson.encode({"v": doc_id})).hexdigest()[:8], 16) / 0x100000000
+
+
+def test_a_subset_drill_copies_only_the_chosen_documents_masked(
+    ansible_playbook: Any,
+    drill: dict[str, Any],
+    source: MongoClient[dict[str, Any]],
+    target: MongoClient[dict[str, Any]],
+    s3: Any,
+    tail: Any,
+) -> None:
+    """Half the patients (a fixed sample), their visits, and the audit records of the last day
+    before the backup: nothing else reaches the target, and the patients are masked."""
+    subset = {
+        "clinic.patients": {"fraction": 0.5},
+        "clinic.visits": {"follow": "clinic.patients", "field": "patient"},
+        "clinic.audit_log": {"days": 1, "field": "createdAt"},
+    }
+    pointer = latest(s3)
+    assert pointer is not None
+    taken_at = datetime.datetime.strptime(pointer["timestamp"], "%Y%m%dT%H%M%SZ")
+    result = ansible_playbook(
+        DRILL, *DRILL_ARGS, "-e", json.dumps({"restore_drill_subset": subset})
+    )
+    assert result.returncode == 0, tail(result)
+
+    sampled = {f"p{i:03d}" for i in range(PATIENTS) if sample_point(f"p{i:03d}") < 0.5}
+    assert 0 < len(sampled) < PATIENTS
+    patients = list(target["clinic"]["patients"].find())
+    assert {p["_id"] for p in patients} == sampled
+    assert all(p["name"].startswith("Masked Patient") for p in patients)
+    visits = {v["_id"] for v in target["clinic"]["visits"].find()}
+    assert visits == {i for i in range(VISITS) if f"p{i:03d}" in sampled}
+    cutoff = taken_at - datetime.timedelta(days=1)
+    audit = list(source["clinic"]["audit_log"].find())
+    recent = {a["_id"] for a in audit if a["createdAt"] >= cutoff}
+    assert 0 < len(recent) < len(audit)
+    assert {a["_id"] for a in target["clinic"]["audit_log"].find()} == recent
+    assert originals_in_oplog(target) == 0

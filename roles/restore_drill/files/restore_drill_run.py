@@ -12,7 +12,10 @@ Reads a JSON request on stdin (never argv: it holds the presigned URL and the ta
    "target": {"uri": "mongodb://admin@127.0.0.1:27017/?authSource=admin", "password": "..."},
    "expected": {"db.collection": count, ...},      # the manifest's counts (user databases)
    "rules": [{"namespace": "db.coll", "fields": {"field.path": "generator"}}, ...],
-   "unmasked": ["db.coll", ...]}                   # namespaces declared to hold no patient data
+   "unmasked": ["db.coll", ...],                   # namespaces declared to hold no patient data
+   "subset": {"db.coll": {"days": 30, "field": "createdAt"} | {"fraction": 0.2}
+                         | {"follow": "db.other", "field": "otherId"}, ...},
+   "taken_at": "YYYYmmddTHHMMSSZ"}                 # the backup's timestamp (days are counted back)
 and prints a JSON report. Exit 1 when the drill stops (a count differs from the manifest, a restored
 namespace has neither a rule nor an unmasked declaration, an original value survives the masking,
 the copy is short); exit 2 on bad input. Nothing it prints quotes a document: tools' output and
@@ -21,6 +24,11 @@ exception texts can, so they stay in the private /tmp or are reduced to their ty
 Fake values are derived from each document's _id and the value's path (the same document always
 gets the same fake), so they carry nothing of the original. A path through arrays is masked
 element by element. Generators: name, email, phone, date, text, null.
+
+A namespace with a subset rule copies only some documents (validated by the role beforehand): those
+whose date field is at most `days` older than the backup, a fixed `fraction` chosen by a hash of
+the _id (the same documents every drill), or those whose `field` holds the _id of a document kept
+of the namespace they `follow` (visits of the sampled patients). Other namespaces copy whole.
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -221,10 +229,50 @@ def user_namespaces(client: MongoClient[dict[str, Any]]) -> set[str]:
     }
 
 
+def value_key(value: Any) -> bytes:
+    """A value as comparable bytes (equal BSON encodings, equal values)."""
+    return bson.encode({"v": value})
+
+
+def sample_point(doc_id: Any) -> float:
+    """Where a document falls in [0, 1): the same for an _id in every drill."""
+    return int(hashlib.sha256(value_key(doc_id)).hexdigest()[:8], 16) / 0x100000000
+
+
+def field_value(doc: dict[str, Any], path: str) -> Any:
+    node: Any = doc
+    for part in path.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def selection(
+    rule: dict[str, Any] | None, taken_at: datetime.datetime, kept: dict[str, set[bytes]]
+) -> tuple[dict[str, Any], Callable[[dict[str, Any]], bool]]:
+    """The scratch query and the per-document test that choose what a namespace copies."""
+    if rule is None:
+        return {}, lambda doc: True
+    if "days" in rule:
+        since = taken_at - datetime.timedelta(days=int(rule["days"]))
+        return {rule["field"]: {"$gte": since}}, lambda doc: True
+    if "fraction" in rule:
+        fraction = float(rule["fraction"])
+        return {}, lambda doc: sample_point(doc["_id"]) < fraction
+    if "follow" in rule:
+        ids = kept[rule["follow"]]
+        return {}, lambda doc: value_key(field_value(doc, rule["field"])) in ids
+    raise DrillStopped(f"unknown subset rule {sorted(rule)}")
+
+
 def copy(
-    scratch: MongoClient[dict[str, Any]], target: MongoClient[dict[str, Any]], namespace: str
-) -> int:
-    """Replace a namespace of the target set with the scratch instance's masked copy."""
+    scratch: MongoClient[dict[str, Any]],
+    target: MongoClient[dict[str, Any]],
+    namespace: str,
+    chosen: tuple[dict[str, Any], Callable[[dict[str, Any]], bool]],
+    kept_ids: set[bytes] | None = None,
+) -> tuple[int, int]:
+    """Replace a namespace of the target set with the chosen documents of the scratch instance's
+    masked copy (adding their _ids to kept_ids); (documents in the target, documents chosen)."""
     db_name, _, coll_name = namespace.partition(".")
     source = scratch[db_name][coll_name]
     dest = target[db_name].get_collection(coll_name, write_concern=MAJORITY)
@@ -234,15 +282,48 @@ def copy(
         if spec["name"] != "_id_":
             options = {k: v for k, v in spec.items() if k not in ("key", "v", "ns")}
             dest.create_index(list(spec["key"].items()), **options)
+    query, keep = chosen
     batch: list[dict[str, Any]] = []
-    for doc in source.find({}):
+    selected = 0
+    for doc in source.find(query):
+        if not keep(doc):
+            continue
+        selected += 1
+        if kept_ids is not None:
+            kept_ids.add(value_key(doc["_id"]))
         batch.append(doc)
         if len(batch) >= BATCH:
             dest.insert_many(batch, ordered=True)
             batch = []
     if batch:
         dest.insert_many(batch, ordered=True)
-    return dest.count_documents({})
+    return dest.count_documents({}), selected
+
+
+def copy_into_target(
+    scratch: MongoClient[dict[str, Any]],
+    request: dict[str, Any],
+    restored: set[str],
+    report: dict[str, Any],
+) -> None:
+    """Every restored namespace, whole or its subset, into the target set."""
+    subset = request.get("subset") or {}
+    taken_at = datetime.datetime.strptime(request["taken_at"], "%Y%m%dT%H%M%SZ").replace(
+        tzinfo=datetime.UTC
+    )
+    followed = {rule["follow"] for rule in subset.values() if "follow" in rule}
+    kept: dict[str, set[bytes]] = {namespace: set() for namespace in followed}
+    # Followed namespaces first: their kept _ids choose the documents of the others.
+    order = sorted(restored, key=lambda ns: ("follow" in subset.get(ns, {}), ns))
+    with MongoClient(request["target"]["uri"], password=request["target"]["password"]) as target:
+        for namespace in order:
+            chosen = selection(subset.get(namespace), taken_at, kept)
+            copied, selected = copy(scratch, target, namespace, chosen, kept.get(namespace))
+            report["copied"][namespace] = copied
+            if copied != selected:
+                raise DrillStopped(
+                    f"{namespace}: {copied} documents copied into the target, {selected} chosen"
+                )
 
 
 def drill(request: dict[str, Any], work: Path, report: dict[str, Any]) -> None:
@@ -275,16 +356,7 @@ def drill(request: dict[str, Any], work: Path, report: dict[str, Any]) -> None:
                 left = {k: v for k, v in result["originals_remaining"].items() if v}
                 if left:
                     raise DrillStopped(f"{rule['namespace']}: original values remain in {left}")
-            with MongoClient(
-                request["target"]["uri"], password=request["target"]["password"]
-            ) as target:
-                for namespace in sorted(restored):
-                    copied = copy(scratch, target, namespace)
-                    report["copied"][namespace] = copied
-                    if copied != report["counts"].get(namespace, {}).get("restored", copied):
-                        raise DrillStopped(
-                            f"{namespace}: {copied} documents copied into the target"
-                        )
+            copy_into_target(scratch, request, restored, report)
     finally:
         scratch_process.terminate()
         scratch_process.wait(timeout=60)

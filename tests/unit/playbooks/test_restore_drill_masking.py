@@ -1,7 +1,8 @@
-"""The restore drill's masking paths and request checks (roles/restore_drill/files)."""
+"""The restore drill's masking paths, request checks and subsets (roles/restore_drill/files)."""
 
 from __future__ import annotations
 
+import datetime
 from types import ModuleType
 from typing import Any
 
@@ -71,3 +72,40 @@ def test_bad_requests_are_refused(
 def test_a_good_request_passes(drill: ModuleType) -> None:
     rules = [{"namespace": "clinic.patients", "fields": {"contacts.phone": "phone"}}]
     assert drill.check_request({"rules": rules, "unmasked": ["clinic.visits"]}) is None
+
+
+# --- subsets ------------------------------------------------------------------------------------
+
+TAKEN = datetime.datetime(2026, 11, 26, 2, 0, tzinfo=datetime.UTC)
+
+
+def test_a_namespace_without_a_rule_copies_whole(drill: ModuleType) -> None:
+    query, keep = drill.selection(None, TAKEN, {})
+    assert query == {} and keep({"_id": 1})
+
+
+def test_days_are_counted_back_from_the_backup(drill: ModuleType) -> None:
+    query, keep = drill.selection({"days": 30, "field": "createdAt"}, TAKEN, {})
+    assert query == {
+        "createdAt": {"$gte": datetime.datetime(2026, 10, 27, 2, 0, tzinfo=datetime.UTC)}
+    }
+    assert keep({"_id": 1})
+
+
+def test_a_fraction_is_a_fixed_sample_of_about_that_size(drill: ModuleType) -> None:
+    _, keep = drill.selection({"fraction": 0.25}, TAKEN, {})
+    chosen = [i for i in range(4000) if keep({"_id": f"p{i}"})]
+    assert 800 < len(chosen) < 1200
+    _, again = drill.selection({"fraction": 0.25}, TAKEN, {})
+    assert [i for i in range(4000) if again({"_id": f"p{i}"})] == chosen
+    _, everything = drill.selection({"fraction": 1}, TAKEN, {})
+    assert all(everything({"_id": i}) for i in range(1000))
+
+
+def test_a_follow_rule_keeps_the_documents_of_kept_ids(drill: ModuleType) -> None:
+    kept = {"clinic.patients": {drill.value_key("p1"), drill.value_key("p3")}}
+    _, keep = drill.selection({"follow": "clinic.patients", "field": "who.patient"}, TAKEN, kept)
+    assert keep({"_id": 1, "who": {"patient": "p1"}})
+    assert not keep({"_id": 2, "who": {"patient": "p2"}})
+    assert not keep({"_id": 3, "who": "p3"})
+    assert not keep({"_id": 4})
