@@ -199,13 +199,18 @@ def ensure_kms_key(kms: Any, alias: str, done: Seeded) -> str:
     return key_id
 
 
-def ensure_buckets(s3: Any, names: list[str], key_id: str, done: Seeded) -> None:
-    """The environment's buckets, encrypted by default with its KMS key."""
+def ensure_buckets(s3: Any, names: list[str], locked: set[str], key_id: str, done: Seeded) -> None:
+    """The environment's buckets, encrypted by default with its KMS key; those in `locked` with
+    Object Lock (and so versioning), as backup_storage creates the backup and audit buckets."""
     existing = {b["Name"] for b in s3.list_buckets()["Buckets"]}
     for name in names:
         if name in existing:
             continue
-        s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": REGION})
+        s3.create_bucket(
+            Bucket=name,
+            CreateBucketConfiguration={"LocationConstraint": REGION},
+            ObjectLockEnabledForBucket=name in locked,
+        )
         s3.put_bucket_encryption(
             Bucket=name,
             ServerSideEncryptionConfiguration={
@@ -288,7 +293,8 @@ def seed(lab: Lab, storage: dict[str, Any], state_dir: Path) -> Seeded:
         client("kms", lab.endpoint), storage["clinic_kms_key_alias"], done
     )
     done.buckets = sorted(v for k, v in storage.items() if k.endswith("_bucket"))
-    ensure_buckets(client("s3", lab.endpoint), done.buckets, done.kms_key_id, done)
+    locked = {storage["clinic_backup_bucket"], storage["clinic_audit_archive_bucket"]}
+    ensure_buckets(client("s3", lab.endpoint), done.buckets, locked, done.kms_key_id, done)
     ensure_releases(
         client("s3", lab.endpoint),
         client("ssm", lab.endpoint),

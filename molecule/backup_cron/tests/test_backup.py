@@ -20,6 +20,7 @@ from conftest import (
     PATIENTS,
     VISITS,
     config_with,
+    latest,
     log_lines,
     metric_points,
 )
@@ -68,6 +69,7 @@ def test_a_backup_succeeds_with_json_log_lines(first_backup: dict[str, Any]) -> 
     lines = log_lines(result.stdout)
     assert [line["event"] for line in lines] == ["started", "uploaded", "succeeded"]
     assert all(line["job"] == "backup" and line["environment"] == ENV for line in lines)
+    assert 0 <= lines[0]["replication_lag_seconds"] <= 300
 
 
 def test_archive_and_manifest_are_encrypted_with_the_key(
@@ -120,6 +122,30 @@ def test_the_password_never_appears_on_a_command_line(
     assert password not in bk2.file("/tmp/argv.log").content_string
 
 
+def test_only_the_newest_backup_keeps_its_legal_hold(
+    bk2: Host, first_backup: dict[str, Any], s3: Any
+) -> None:
+    """Each backup is put under an Object Lock legal hold, which no lifecycle rule removes; once a
+    newer backup is verified and named by latest, the one named before loses it."""
+    before = latest(s3)
+    assert before is not None
+    result = bk2.run(BACKUP)
+    assert result.rc == 0, result.stdout + result.stderr
+    after = latest(s3)
+    assert after is not None and after["prefix"] != before["prefix"]
+
+    def status(pointer: dict[str, Any], name: str) -> str:
+        reply = s3.get_object_legal_hold(
+            Bucket=BUCKET, Key=pointer[name], VersionId=pointer[f"{name}_version_id"]
+        )
+        return str(reply["LegalHold"]["Status"])
+
+    for name in ("archive", "manifest"):
+        assert status(after, name) == "ON", name
+        assert status(before, name) == "OFF", name
+        assert status(first_backup["latest"], name) == "OFF", name
+
+
 def test_the_primary_is_refused(bk2: Host) -> None:
     """The same job pointed at the source's primary fails instead of dumping from it."""
     uri = "mongodb://backup@172.30.46.11:27017/?authSource=admin&directConnection=true"
@@ -150,7 +176,37 @@ def test_audit_export_writes_yesterdays_records(
     assert log_lines(audit_export.stdout)[-1]["event"] == "succeeded"
 
 
-def test_audit_export_leaves_an_exported_day_alone(audit_export: Any, bk2: Host) -> None:
+def test_audit_export_leaves_an_exported_day_alone(
+    audit_export: Any, bk2: Host, seeded: dict[str, Any], s3: Any
+) -> None:
+    """S3 itself tells an exported day (the hosts cannot read audit/, and keep no marker): the
+    second run's conditional put is refused and the object keeps its one version."""
+    key = f"audit/{ENV}/{seeded['day'].isoformat()}.jsonl.gz"
+    before = s3.list_object_versions(Bucket=AUDIT_BUCKET, Prefix=key)["Versions"]
     again = bk2.run(AUDIT_EXPORT)
-    assert again.rc == 0
+    assert again.rc == 0, again.stdout + again.stderr
     assert [line["event"] for line in log_lines(again.stdout)] == ["exists"]
+    after = s3.list_object_versions(Bucket=AUDIT_BUCKET, Prefix=key)["Versions"]
+    assert [v["VersionId"] for v in after] == [v["VersionId"] for v in before]
+    assert len(after) == 1
+    assert not bk2.file("/var/lib/clinic-backup/audit-exported").exists
+
+
+def test_the_job_cannot_overwrite_a_backup(
+    first_backup: dict[str, Any], bk2: Host, s3: Any
+) -> None:
+    """The jobs' own upload, as the backup user, of another file under an existing backup's key is
+    refused by S3 (If-None-Match), and the archive keeps its one version."""
+    key = first_backup["latest"]["archive"]
+    before = s3.list_object_versions(Bucket=BUCKET, Prefix=key)["Versions"]
+    script = (
+        ". /usr/local/lib/clinic-backup/common.sh; "
+        f's3_put "$BACKUP_BUCKET" /etc/hostname {key} --if-absent'
+    )
+    result = bk2.run("runuser -u clinic-backup -- bash -c %s", script)
+    assert result.rc == 3, result.stdout + result.stderr
+    assert "never overwritten" in result.stderr
+    after = s3.list_object_versions(Bucket=BUCKET, Prefix=key)["Versions"]
+    assert [v["VersionId"] for v in after] == [v["VersionId"] for v in before]
+    body = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    assert hashlib.sha256(body).hexdigest() == first_backup["latest"]["sha256"]

@@ -27,6 +27,8 @@ BACKUP_PLAYBOOK = str(ROOT / "playbooks" / "backup.yml")
         ("backup_cron_local_keep=-1", "0 to 30 (got -1)"),
         ("backup_cron_local_keep=forever", "backup_cron_local_keep"),
         ("backup_cron_timeout_seconds=5", "backup_cron_timeout_seconds at least 60 (got 5)"),
+        ("backup_cron_max_lag_seconds=5", "backup_cron_max_lag_seconds 30 to 86400 (got 5;"),
+        ("backup_cron_max_lag_seconds=soon", "backup_cron_max_lag_seconds"),
     ],
     ids=[
         "no-bucket",
@@ -37,6 +39,8 @@ BACKUP_PLAYBOOK = str(ROOT / "playbooks" / "backup.yml")
         "negative-retention",
         "retention-not-a-number",
         "short-timeout",
+        "lag-threshold-too-small",
+        "lag-threshold-not-a-number",
     ],
 )
 def test_bad_input_is_refused_before_any_change(

@@ -2,8 +2,13 @@
 
 Sub-commands (each prints its result on stdout and exits non-zero with a reason on stderr):
   member-state URI          hello of the member: PRIMARY, SECONDARY or OTHER (no authentication)
+  replication-lag URI       seconds the member's last write is behind its primary's (hello of both)
   manifest ARCHIVE ...      the manifest JSON of a `mongodump --oplog --gzip --archive` file
-  check-head REPLY_JSON ... a head-object (or put-object) reply against what was uploaded
+  check-head HEAD_JSON ...  a head-object reply against what was uploaded
+  put BUCKET FILE KEY ...   one upload with SSE-KMS, its reply checked; --if-absent: write-once;
+                            --legal-hold: an Object Lock legal hold on the new version
+  save-pointer BUCKET KEY OUT ...  the latest pointer before it is replaced: "saved" or "absent"
+  release-holds POINTER ... lift the legal holds of the backup a former latest pointer names
   audit-export ...          one UTC day of audit records as gzipped JSON lines
 
 The archive reader follows the mongo-tools archive format: a magic number, a prelude (header and
@@ -34,8 +39,18 @@ FIXED = {0x01: 8, 0x06: 0, 0x07: 12, 0x08: 1, 0x09: 8, 0x0A: 0, 0x10: 4, 0x11: 8
 FIXED |= {0x13: 16, 0x7F: 0, 0xFF: 0}
 
 
+# Uploads larger than one part go up in parts of this size (S3 allows 10,000 parts: 640 GB).
+PART_BYTES = 64 * 1024 * 1024
+# Exit status of `put --if-absent` when the key exists already (S3 answered 412).
+EXIT_EXISTS = 3
+
+
 class ToolError(Exception):
     """A failure the calling script reports as it is."""
+
+
+class KeyExists(ToolError):
+    """A write-once key that S3 holds already."""
 
 
 def elements(doc: bytes) -> Iterator[tuple[str, int, bytes]]:
@@ -212,42 +227,215 @@ def cmd_manifest(args: argparse.Namespace) -> None:
     sys.stdout.write("\n")
 
 
+def object_problems(
+    reply: dict[str, Any], key_ids: list[str], size: int | None = None, sha256: str = ""
+) -> list[str]:
+    """What in a head-object or put reply differs from an upload encrypted with one of key_ids."""
+    problems = []
+    if reply.get("ServerSideEncryption") != "aws:kms":
+        problems.append(
+            f"ServerSideEncryption is {reply.get('ServerSideEncryption')!r}, not 'aws:kms'"
+        )
+    key = reply.get("SSEKMSKeyId")
+    if key not in key_ids:
+        problems.append(f"SSEKMSKeyId is {key!r}, not the key {key_ids[0]}")
+    if size is not None and int(reply.get("ContentLength", -1)) != size:
+        problems.append(f"ContentLength is {reply.get('ContentLength')}, {size} were uploaded")
+    if sha256 and reply.get("Metadata", {}).get("sha256") != sha256:
+        problems.append("the sha256 metadata differs from the uploaded file's")
+    return problems
+
+
 def cmd_check_head(args: argparse.Namespace) -> None:
     with Path(args.head_json).open(encoding="utf-8") as handle:
         head: dict[str, Any] = json.load(handle)
-    problems = []
-    if head.get("ServerSideEncryption") != "aws:kms":
-        problems.append(
-            f"ServerSideEncryption is {head.get('ServerSideEncryption')!r}, not 'aws:kms'"
-        )
-    key = head.get("SSEKMSKeyId")
-    if key not in args.key_id:
-        problems.append(f"SSEKMSKeyId is {key!r}, not the key {args.key_id[0]}")
-    if args.bytes is not None and int(head.get("ContentLength", -1)) != args.bytes:
-        problems.append(f"ContentLength is {head.get('ContentLength')}, {args.bytes} were uploaded")
-    if args.sha256 and head.get("Metadata", {}).get("sha256") != args.sha256:
-        problems.append("the sha256 metadata differs from the uploaded file's")
+    problems = object_problems(head, args.key_id, args.bytes, args.sha256)
     if problems:
         raise ToolError("; ".join(problems))
     print("verified")
 
 
-def cmd_member_state(args: argparse.Namespace) -> None:
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def s3_client(region: str, endpoint: str) -> Any:
+    """An S3 client with the default credential chain (AWS_SHARED_CREDENTIALS_FILE, then the
+    instance profile) and the retry settings the calling script exports."""
+    import botocore.session
+    from botocore.config import Config
+
+    return botocore.session.get_session().create_client(
+        "s3",
+        region_name=region,
+        endpoint_url=endpoint or None,
+        config=Config(connect_timeout=10, read_timeout=120),
+    )
+
+
+def upload(
+    client: Any, bucket: str, path: Path, key: str, extra: dict[str, Any], if_absent: bool
+) -> dict[str, Any]:
+    """One put, or a multipart upload for a file larger than a part. With if_absent, S3 itself
+    refuses (412) when the key exists: If-None-Match on the put, or on completing the parts."""
+    condition = {"IfNoneMatch": "*"} if if_absent else {}
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        if size <= PART_BYTES:
+            return dict(
+                client.put_object(Bucket=bucket, Key=key, Body=handle, **extra, **condition)
+            )
+        upload_id = client.create_multipart_upload(Bucket=bucket, Key=key, **extra)["UploadId"]
+        try:
+            parts = []
+            while chunk := handle.read(PART_BYTES):
+                number = len(parts) + 1
+                reply = client.upload_part(
+                    Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=chunk
+                )
+                parts.append({"PartNumber": number, "ETag": reply["ETag"]})
+            return dict(
+                client.complete_multipart_upload(
+                    Bucket=bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": parts},
+                    **condition,
+                )
+            )
+        except BaseException:
+            client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+            raise
+
+
+def cmd_put(args: argparse.Namespace) -> None:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    path = Path(args.file)
+    sha256 = sha256_of(path)
+    extra: dict[str, Any] = {
+        "ServerSideEncryption": "aws:kms",
+        "SSEKMSKeyId": args.key_id[0],
+        "Metadata": {"sha256": sha256},
+    }
+    if args.legal_hold:
+        extra["ObjectLockLegalHoldStatus"] = "ON"
+    client = s3_client(args.region, args.endpoint)
+    where = f"s3://{args.bucket}/{args.key}"
+    try:
+        reply = upload(client, args.bucket, path, args.key, extra, args.if_absent)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code")
+        if code == "PreconditionFailed":
+            raise KeyExists(f"{where} exists: it is never overwritten") from None
+        raise ToolError(f"upload of {where} failed: {code}") from None
+    except BotoCoreError as exc:
+        raise ToolError(f"upload of {where} failed: {exc}") from None
+    problems = object_problems(reply, args.key_id)
+    if problems:
+        raise ToolError(f"{where} was not stored as asked: " + "; ".join(problems))
+    written = {"key": args.key, "sha256": sha256, "bytes": path.stat().st_size}
+    print(json.dumps(written | {"version_id": reply.get("VersionId", "")}))
+
+
+def cmd_save_pointer(args: argparse.Namespace) -> None:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    client = s3_client(args.region, args.endpoint)
+    try:
+        body = client.get_object(Bucket=args.bucket, Key=args.key)["Body"].read()
+    except ClientError as exc:
+        # Without s3:ListBucket, S3 answers 403 for a missing key; the hosts' read of the prefix
+        # was just proven by the head-object checks, so 403 here means no pointer yet.
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "AccessDenied"):
+            print("absent")
+            return
+        raise ToolError(f"s3://{args.bucket}/{args.key} could not be read: {exc}") from None
+    except BotoCoreError as exc:
+        raise ToolError(f"s3://{args.bucket}/{args.key} could not be read: {exc}") from None
+    Path(args.out).write_bytes(body)
+    print("saved")
+
+
+def cmd_release_holds(args: argparse.Namespace) -> None:
+    """The newest verified backup keeps a legal hold, which no lifecycle rule can remove, so that
+    expiry by age never deletes the last good backup; once a newer one is verified and named by
+    latest, the holds of the one the former pointer named are lifted."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    with Path(args.pointer).open(encoding="utf-8") as handle:
+        pointer = json.load(handle)
+    held = [
+        (pointer[name], pointer.get(f"{name}_version_id"))
+        for name in ("archive", "manifest")
+        if pointer.get(name)
+    ]
+    client = s3_client(args.region, args.endpoint)
+    released = []
+    for key, version in held:
+        if not version:
+            continue  # written before backups were held
+        try:
+            client.put_object_legal_hold(
+                Bucket=args.bucket, Key=key, VersionId=version, LegalHold={"Status": "OFF"}
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise ToolError(f"the legal hold of s3://{args.bucket}/{key} stays: {exc}") from None
+        released.append(key)
+    print(json.dumps({"released": released}))
+
+
+def without_user(uri: str) -> str:
+    """The connection string without its user: hello needs no authentication."""
+    return "mongodb://" + uri.split("@", 1)[1] if "@" in uri else uri
+
+
+def with_host(uri: str, host: str) -> str:
+    """The connection string (without its user) pointed at another host:port, options kept."""
+    rest = without_user(uri).removeprefix("mongodb://")
+    _, slash, options = rest.partition("/")
+    return f"mongodb://{host}{slash}{options}"
+
+
+def hello(uri: str) -> dict[str, Any]:
     from pymongo import MongoClient
 
-    # hello needs no authentication: the user is left out of the connection string.
-    uri = "mongodb://" + args.uri.split("@", 1)[1] if "@" in args.uri else args.uri
     client: MongoClient[dict[str, Any]] = MongoClient(uri, serverSelectionTimeoutMS=10000)
     try:
-        hello = client.admin.command("hello")
+        return dict(client.admin.command("hello"))
     finally:
         client.close()
-    if hello.get("isWritablePrimary"):
+
+
+def cmd_member_state(args: argparse.Namespace) -> None:
+    reply = hello(without_user(args.uri))
+    if reply.get("isWritablePrimary"):
         print("PRIMARY")
-    elif hello.get("secondary"):
+    elif reply.get("secondary"):
         print("SECONDARY")
     else:
         print("OTHER")
+
+
+def cmd_replication_lag(args: argparse.Namespace) -> None:
+    """mongod's primary writes a no-op every 10 s when idle, so a member that replicates is never
+    much more than that behind; one that stopped replicating falls behind by the time since."""
+    member = hello(without_user(args.uri))
+    primary = member.get("primary")
+    if not primary:
+        raise ToolError("this member knows no primary: its lag cannot be measured")
+    try:
+        ahead = hello(with_host(args.uri, primary))
+    except Exception as exc:  # any driver error: the primary could not answer
+        raise ToolError(f"the primary {primary} did not answer: {exc}") from None
+    if not ahead.get("isWritablePrimary"):
+        raise ToolError(f"{primary} is no longer primary: the lag cannot be measured")
+    lag = ahead["lastWrite"]["opTime"]["ts"].time - member["lastWrite"]["opTime"]["ts"].time
+    print(max(0, lag))
 
 
 def read_password(config: str) -> str:
@@ -291,6 +479,9 @@ def main(argv: list[str] | None = None) -> int:
     state = sub.add_parser("member-state")
     state.add_argument("uri")
     state.set_defaults(run=cmd_member_state)
+    lag = sub.add_parser("replication-lag")
+    lag.add_argument("uri")
+    lag.set_defaults(run=cmd_replication_lag)
     manifest = sub.add_parser("manifest")
     manifest.add_argument("archive")
     for name in ("--env", "--timestamp", "--host", "--key", "--sha256", "--started", "--finished"):
@@ -303,6 +494,27 @@ def main(argv: list[str] | None = None) -> int:
     head.add_argument("--sha256", default="")
     head.add_argument("--key-id", action="append", required=True)
     head.set_defaults(run=cmd_check_head)
+    put = sub.add_parser("put")
+    for name in ("bucket", "file", "key"):
+        put.add_argument(name)
+    put.add_argument("--key-id", action="append", required=True)
+    put.add_argument("--region", required=True)
+    put.add_argument("--endpoint", default="")
+    put.add_argument("--if-absent", action="store_true")
+    put.add_argument("--legal-hold", action="store_true")
+    put.set_defaults(run=cmd_put)
+    save = sub.add_parser("save-pointer")
+    for name in ("bucket", "key", "out"):
+        save.add_argument(name)
+    save.add_argument("--region", required=True)
+    save.add_argument("--endpoint", default="")
+    save.set_defaults(run=cmd_save_pointer)
+    release = sub.add_parser("release-holds")
+    release.add_argument("pointer")
+    for name in ("--bucket", "--region"):
+        release.add_argument(name, required=True)
+    release.add_argument("--endpoint", default="")
+    release.set_defaults(run=cmd_release_holds)
     audit = sub.add_parser("audit-export")
     for name in ("--uri", "--config", "--database", "--collection", "--field", "--day", "--out"):
         audit.add_argument(name, required=True)
@@ -310,6 +522,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         args.run(args)
+    except KeyExists as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_EXISTS
     except ToolError as exc:
         print(str(exc), file=sys.stderr)
         return 1

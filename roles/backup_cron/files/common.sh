@@ -91,16 +91,31 @@ refuse_root() {
 KEY_ARN=$KMS_KEY_ARN
 KEY_ID=${KEY_ARN##*/}
 
-# put_verified BUCKET FILE KEY: upload with SSE-KMS and the file's sha256 as metadata, then check
-# with head-object that S3 holds it encrypted with the key, with the right size and digest (the
-# backup prefix is readable by the hosts).
+# s3_put BUCKET FILE KEY [--if-absent]: one upload with SSE-KMS under the key and the file's sha256
+# as metadata, S3's reply checked (clinic_backup_tool.py put). With --if-absent the key is
+# write-once: S3 refuses the put when the key exists, and the status is 3.
+s3_put() {
+  local bucket=$1 file=$2 key=$3
+  shift 3
+  timeout --kill-after=30 "$TIMEOUT_SECONDS" "$PY" "$TOOL" put "$bucket" "$file" "$key" \
+    --key-id "$KEY_ARN" --key-id "$KEY_ID" --region "$AWS_REGION" --endpoint "$S3_ENDPOINT_URL" "$@"
+}
+
+# put_verified BUCKET FILE KEY [s3_put options]: s3_put, then check with head-object that S3 holds
+# the object encrypted with the key, with the right size and digest (the backup prefix is
+# readable by the hosts). PUT_VERSION_ID is the new version's id.
 put_verified() {
-  local bucket=$1 file=$2 key=$3 sha bytes out head
+  local bucket=$1 file=$2 key=$3 sha bytes out head errors
   sha=$(sha256sum "$file" | cut -d' ' -f1)
   bytes=$(stat -c %s "$file")
-  out=$(aws_s3 s3 cp "$file" "s3://$bucket/$key" --sse aws:kms --sse-kms-key-id "$KEY_ARN" \
-    --metadata "sha256=$sha" --only-show-errors --no-progress 2>&1) \
-    || fail "upload of s3://$bucket/$key failed: $out"
+  errors=$(mktemp)
+  if ! out=$(s3_put "$@" 2>"$errors"); then
+    out=$(cat "$errors")
+    rm -f "$errors"
+    fail "upload of s3://$bucket/$key failed: $out"
+  fi
+  rm -f "$errors"
+  PUT_VERSION_ID=$("$PY" -c 'import json, sys; print(json.loads(sys.argv[1])["version_id"])' "$out")
   head=$(mktemp)
   out=$(aws_s3 s3api head-object --bucket "$bucket" --key "$key" --output json 2>&1 >"$head") \
     || fail "head-object of s3://$bucket/$key failed: $out"
@@ -109,16 +124,7 @@ put_verified() {
   rm -f "$head"
 }
 
-# put_write_only BUCKET FILE KEY: one put-object with SSE-KMS for a prefix the hosts may write but
-# not read (audit/): S3's reply to the put itself must report aws:kms with the key.
-put_write_only() {
-  local bucket=$1 file=$2 key=$3 sha reply out
-  sha=$(sha256sum "$file" | cut -d' ' -f1)
-  reply=$(mktemp)
-  out=$(aws_s3 s3api put-object --bucket "$bucket" --key "$key" --body "$file" \
-    --server-side-encryption aws:kms --ssekms-key-id "$KEY_ARN" --metadata "sha256=$sha" \
-    --output json 2>&1 >"$reply") || fail "upload of s3://$bucket/$key failed: $out"
-  out=$("$PY" "$TOOL" check-head "$reply" --key-id "$KEY_ARN" --key-id "$KEY_ID" 2>&1) \
-    || fail "s3://$bucket/$key was not stored as asked: $out"
-  rm -f "$reply"
+# s3_tool SUBCOMMAND ARGS...: a sub-command of the helper that calls S3 itself.
+s3_tool() {
+  timeout --kill-after=30 120 "$PY" "$TOOL" "$@" --region "$AWS_REGION" --endpoint "$S3_ENDPOINT_URL"
 }
