@@ -178,7 +178,8 @@ def test_the_targets_users_survive_the_drill(
     assert target["admin"].command("usersInfo")["users"] == drill["users"]
 
 
-def test_no_scratch_instance_or_file_is_left(drill: dict[str, Any], drill_host: Host) -> None:
+def assert_no_scratch_left(drill_host: Host) -> None:
+    """No scratch instance listens, the unit is gone, and so is its private /tmp."""
     assert not drill_host.socket(f"tcp://127.0.0.1:{SCRATCH_PORT}").is_listening
     assert drill_host.run("systemctl is-active %s.service", UNIT).stdout.strip() in (
         "inactive",
@@ -188,6 +189,10 @@ def test_no_scratch_instance_or_file_is_left(drill: dict[str, Any], drill_host: 
         "find /tmp /var/tmp -maxdepth 1 -name 'systemd-private-*%s*'", UNIT
     ).stdout
     assert leftovers == ""
+
+
+def test_no_scratch_instance_or_file_is_left(drill: dict[str, Any], drill_host: Host) -> None:
+    assert_no_scratch_left(drill_host)
 
 
 def test_the_rto_is_recorded_as_a_metric(drill: dict[str, Any]) -> None:
@@ -350,11 +355,7 @@ def test_a_drill_killed_mid_run_leaves_no_unmasked_value(
     assert "The drill stopped" in result.stdout + result.stderr, tail(result)
     assert snapshot(target) == before
     assert originals_in_oplog(target) == 0
-    assert not drill_host.socket(f"tcp://127.0.0.1:{SCRATCH_PORT}").is_listening
-    leftovers = drill_host.run(
-        "find /tmp /var/tmp -maxdepth 1 -name 'systemd-private-*%s*'", UNIT
-    ).stdout
-    assert leftovers == ""
+    assert_no_scratch_left(drill_host)
 
 
 def sample_point(doc_id: Any) -> float:
