@@ -59,7 +59,8 @@ class Node:
         self._shutdown = asyncio.Event()
         self._signalled = False
         self._servers: list[asyncio.base_events.Server] = []
-        self._connections: set[asyncio.Task[None]] = set()
+        # Each client connection's task and its stream, so that shutdown can close the socket.
+        self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
         self._socket_path: str | None = None
         # fsync with lock: true: writes, client and replicated, wait until the last unlock.
         self.fsync_locks = 0
@@ -209,7 +210,7 @@ class Node:
         )
         task = asyncio.current_task()
         assert task is not None
-        self._connections.add(task)
+        self._connections[task] = writer
         try:
             while True:
                 request_id, _, op_code, payload = await wire.read_frame(reader)
@@ -227,7 +228,7 @@ class Node:
                 error=str(exc),
             )
         finally:
-            self._connections.discard(task)
+            self._connections.pop(task, None)
             self.open_connections -= 1
             self.log.info(
                 "NETWORK",
@@ -382,20 +383,26 @@ class Node:
         if self.repl is not None:
             await self._bounded("replication", self.repl.stop())
         await self._bounded("listeners", self._close_servers())
-        for task in list(self._connections):
+        # mongod closes every client socket. Aborting the transport ends a connection's read
+        # loop even where a cancellation was absorbed by a step that completed at that moment.
+        for task, writer in list(self._connections.items()):
             task.cancel()
-        await self._bounded(
-            "connections", asyncio.gather(*self._connections, return_exceptions=True)
-        )
+            writer.transport.abort()
+        if self._connections:
+            await self._bounded("connections", asyncio.wait(list(self._connections)))
         self.storage.unlock()
         self.log.info("CONTROL", 20565, "SignalHandler", "Now exiting")
         self.log.info("CONTROL", 23138, "SignalHandler", "Shutting down", exitCode=0)
         return config.EXIT_CLEAN
 
     async def _bounded(self, what: str, step: Any, timeout: float = SHUTDOWN_STEP_SECONDS) -> None:
-        try:
-            await asyncio.wait_for(step, timeout)
-        except TimeoutError:
+        """Run one shutdown step for at most `timeout` seconds. A step past its time is
+        cancelled and left behind, not awaited: asyncio.wait_for would wait for the cancellation
+        to finish, and a task that does not finish on cancellation would hold shutdown."""
+        task = asyncio.ensure_future(step)
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+        if not done:
+            task.cancel()
             self.log.warning(
                 "CONTROL", 4784901, "SignalHandler", "Shutdown step timed out", step=what
             )
@@ -510,10 +517,26 @@ def main(argv: list[str]) -> int:
             node.repl.load()
         return await node.run(ready)
 
-    code = asyncio.run(run())
+    code = _run_to_exit(run())
     storage.unlock()
     log.close()
     return code
+
+
+def _run_to_exit(main_coroutine: Any) -> int:
+    """asyncio.run, except that the tasks left when the node has shut down get one bounded
+    step to end on cancellation, not an unbounded wait: the process exits either way."""
+    loop = asyncio.new_event_loop()
+    try:
+        code = loop.run_until_complete(main_coroutine)
+        leftover = asyncio.all_tasks(loop)
+        for task in leftover:
+            task.cancel()
+        if leftover:
+            loop.run_until_complete(asyncio.wait(leftover, timeout=SHUTDOWN_STEP_SECONDS))
+        return int(code)
+    finally:
+        loop.close()
 
 
 def _startup_checks(settings: config.Settings, log: config.Log) -> tuple[str | None, Storage]:
