@@ -282,6 +282,14 @@ def release_checksum(lab: Lab, bucket: str, version: str) -> str | None:
     return body["Body"].read().decode().split()[0]
 
 
+def bucket_names(storage: dict[str, Any]) -> list[str]:
+    """The environment's buckets the lab makes: all but Session Manager's transfer bucket, which
+    the lab has no use for (it reaches its containers directly)."""
+    return sorted(
+        v for k, v in storage.items() if k.endswith("_bucket") and k != "clinic_ssm_transfer_bucket"
+    )
+
+
 def seed(lab: Lab, storage: dict[str, Any], state_dir: Path) -> Seeded:
     """Make moto hold the lab's AWS side; storage holds its names (lab.settings.storage)."""
     done = Seeded()
@@ -292,7 +300,7 @@ def seed(lab: Lab, storage: dict[str, Any], state_dir: Path) -> Seeded:
     done.kms_key_id = ensure_kms_key(
         client("kms", lab.endpoint), storage["clinic_kms_key_alias"], done
     )
-    done.buckets = sorted(v for k, v in storage.items() if k.endswith("_bucket"))
+    done.buckets = bucket_names(storage)
     locked = {storage["clinic_backup_bucket"], storage["clinic_audit_archive_bucket"]}
     ensure_buckets(client("s3", lab.endpoint), done.buckets, locked, done.kms_key_id, done)
     ensure_releases(

@@ -1,4 +1,5 @@
-"""Run an operations playbook of this checkout (hosts: localhost) with an environment's inventory.
+"""Run an operations playbook of this checkout (hosts: localhost) with an environment's inventory,
+or read the variables such a play sees.
 
 The environment is the one `moto_environment()` yields, so the playbook's modules and lookups, and
 the aws_ec2 inventory, talk to moto. Shared by the backup storage and monitoring tests.
@@ -6,14 +7,18 @@ the aws_ec2 inventory, talk to moto. Shared by the backup storage and monitoring
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tests.harness.moto_ec2 import moto_environment
 
@@ -95,3 +100,22 @@ def empty_moto() -> Iterator[dict[str, str]]:
             yield env
         finally:
             reset_moto(env)
+
+
+def wired(env: str, names: list[str], *extra: str) -> dict[str, Any]:
+    """Variables as a play of the environment sees them: the root group_vars beside the playbooks,
+    the inventory's environment and storage facts given as extra vars (the root group_vars define
+    none of them), then `extra` arguments."""
+    facts = ROOT / "inventories" / env / "group_vars" / "all"
+    expression = "{{ {" + ", ".join(f"'{n}': {n}" for n in names) + "} }}"
+    command = [
+        str(Path(sys.executable).parent / "ansible"), "localhost", "-i", "localhost,",
+        "-c", "local", "--playbook-dir", str(ROOT),
+        "-e", f"@{facts / 'environment.yml'}", "-e", f"@{facts / 'storage.yml'}", *extra,
+        "-m", "ansible.builtin.debug", "-a", f"msg={expression}",
+    ]  # fmt: skip
+    run = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, check=True,
+        env={**os.environ, "ANSIBLE_CALLBACK_RESULT_FORMAT": "json"},
+    )  # fmt: skip
+    return dict(json.loads(run.stdout.split(" => ", 1)[1])["msg"])

@@ -1,4 +1,6 @@
-"""playbooks/backup_storage.yml against S3 and KMS served by moto, with the stage inventory.
+"""playbooks/backup_storage.yml against S3 and KMS served by moto, with the stage inventory as an
+environment reached over Session Manager (clinic_connection=ssm, as prod is), so that it also
+makes the transfer bucket.
 
 What the playbook set is read back with boto3: default SSE-KMS under the environment's key,
 versioning, the public access block, ACLs disabled, the lifecycle rules and the bucket policy.
@@ -22,18 +24,29 @@ import pytest
 import yaml
 
 from lab import settings
-from tests.harness.controller_playbook import ROOT, Run, empty_moto, inventory_copy, run_playbook
+from tests.harness.controller_playbook import (
+    ROOT,
+    Run,
+    empty_moto,
+    inventory_copy,
+    run_playbook,
+    wired,
+)
 from tests.harness.iam_policy import UnsupportedPolicy
 from tests.harness.iam_policy import denies_everyone as denied
 from tests.harness.moto_ec2 import aws_client
 
 PLAYBOOK = "backup_storage.yml"
 STAGE = ROOT / "inventories" / "stage"
+PROD = ROOT / "inventories" / "prod"
 STORAGE = settings.storage("stage") | yaml.safe_load(
     (STAGE / "group_vars" / "all" / "storage.yml").read_text()
 )
 BACKUP_BUCKET = STORAGE["clinic_backup_bucket"]
 AUDIT_BUCKET = STORAGE["clinic_audit_archive_bucket"]
+TRANSFER_BUCKET = STORAGE["clinic_ssm_transfer_bucket"]
+ALL_BUCKETS = [BACKUP_BUCKET, AUDIT_BUCKET, TRANSFER_BUCKET]
+SSM = ("-e", "clinic_connection=ssm")
 RETENTION = STORAGE["clinic_backup_retention_days"]
 ALIAS = STORAGE["clinic_kms_key_alias"]
 # The tasks of the role that change AWS resources, as the run names them.
@@ -57,8 +70,8 @@ def converged() -> Iterator[dict[str, Any]]:
     with empty_moto() as env:
         key = create_key(env, ALIAS)
         other_key = create_key(env, "alias/clinic-other")
-        runs = {name: run_playbook(PLAYBOOK, STAGE, env) for name in ("first", "second")}
-        runs["check"] = run_playbook(PLAYBOOK, STAGE, env, "--check")
+        runs = {name: run_playbook(PLAYBOOK, STAGE, env, *SSM) for name in ("first", "second")}
+        runs["check"] = run_playbook(PLAYBOOK, STAGE, env, *SSM, "--check")
         yield {"env": env, "key": key, "other_key": other_key, "runs": runs}
 
 
@@ -71,8 +84,8 @@ def test_first_run_converges_and_second_run_changes_nothing(converged: dict[str,
     runs: dict[str, Run] = converged["runs"]
     for name, run in runs.items():
         assert run.returncode == 0, f"{name} run failed:\n{run.output}"
-    assert runs["first"].recap["changed"] == 3
-    assert sum(task.startswith(CHANGING_TASKS) for task in runs["first"].tasks) == 3
+    assert runs["first"].recap["changed"] == 4
+    assert sum(task.startswith(CHANGING_TASKS) for task in runs["first"].tasks) == 4
     assert runs["second"].recap["changed"] == 0, runs["second"].output
 
 
@@ -82,7 +95,7 @@ def test_check_run_on_the_converged_buckets_is_clean(converged: dict[str, Any]) 
     assert check.recap["failed"] == 0
 
 
-@pytest.mark.parametrize("bucket", [BACKUP_BUCKET, AUDIT_BUCKET])
+@pytest.mark.parametrize("bucket", ALL_BUCKETS)
 def test_default_encryption_is_sse_kms_with_the_environments_key(
     s3: Any, converged: dict[str, Any], bucket: str
 ) -> None:
@@ -94,9 +107,8 @@ def test_default_encryption_is_sse_kms_with_the_environments_key(
     assert rule["BucketKeyEnabled"] is True
 
 
-@pytest.mark.parametrize("bucket", [BACKUP_BUCKET, AUDIT_BUCKET])
-def test_versioning_public_access_block_ownership_and_tags(s3: Any, bucket: str) -> None:
-    assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
+@pytest.mark.parametrize("bucket", ALL_BUCKETS)
+def test_public_access_block_ownership_and_tags(s3: Any, bucket: str) -> None:
     block = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
     assert block == {
         "BlockPublicAcls": True,
@@ -108,6 +120,29 @@ def test_versioning_public_access_block_ownership_and_tags(s3: Any, bucket: str)
     assert ownership == {"ObjectOwnership": "BucketOwnerEnforced"}
     tags = {t["Key"]: t["Value"] for t in s3.get_bucket_tagging(Bucket=bucket)["TagSet"]}
     assert tags == {"Project": "clinic", "Environment": "stage"}
+
+
+@pytest.mark.parametrize("bucket", [BACKUP_BUCKET, AUDIT_BUCKET])
+def test_the_data_buckets_are_versioned(s3: Any, bucket: str) -> None:
+    assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
+
+
+def test_the_transfer_bucket_keeps_no_version_and_no_lock(s3: Any) -> None:
+    """A module file deleted after its task is gone: no noncurrent version keeps the keyFile."""
+    assert "Status" not in s3.get_bucket_versioning(Bucket=TRANSFER_BUCKET)
+    with pytest.raises(s3.exceptions.ClientError, match="ObjectLockConfigurationNotFound"):
+        s3.get_object_lock_configuration(Bucket=TRANSFER_BUCKET)
+
+
+def test_the_transfer_bucket_empties_itself_within_a_day(s3: Any) -> None:
+    (rule,) = s3.get_bucket_lifecycle_configuration(Bucket=TRANSFER_BUCKET)["Rules"]
+    assert rule == {
+        "ID": "transfer",
+        "Filter": {"Prefix": ""},
+        "Status": "Enabled",
+        "Expiration": {"Days": 1},
+        "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
+    }
 
 
 def test_backups_expire_after_the_retention(s3: Any) -> None:
@@ -207,18 +242,17 @@ def test_every_environment_sets_a_retention_the_playbook_accepts() -> None:
 # --- The bucket policy (moto stores it but never enforces it) ---------------------------------
 
 
-TLS = {"aws:SecureTransport": "true"}
-PLAIN = {"aws:SecureTransport": "false"}
+# A request by one of the environment's principals (its roles carry these tags), over TLS or not.
+OWN = {"aws:PrincipalTag/Project": "clinic", "aws:PrincipalTag/Environment": "stage"}
+TLS = {"aws:SecureTransport": "true"} | OWN
+PLAIN = {"aws:SecureTransport": "false"} | OWN
 SSE = "s3:x-amz-server-side-encryption"
 KEY_ID = "s3:x-amz-server-side-encryption-aws-kms-key-id"
 
 
 @pytest.fixture(scope="module")
 def policies(s3: Any) -> dict[str, dict[str, Any]]:
-    return {
-        b: json.loads(s3.get_bucket_policy(Bucket=b)["Policy"])
-        for b in (BACKUP_BUCKET, AUDIT_BUCKET)
-    }
+    return {b: json.loads(s3.get_bucket_policy(Bucket=b)["Policy"]) for b in ALL_BUCKETS}
 
 
 def test_the_evaluator_refuses_an_operator_it_does_not_know() -> None:
@@ -237,7 +271,7 @@ def test_the_evaluator_refuses_an_operator_it_does_not_know() -> None:
         denied(policy, "s3:GetObject", "arn:aws:s3:::b/k", TLS)
 
 
-@pytest.mark.parametrize("bucket", [BACKUP_BUCKET, AUDIT_BUCKET])
+@pytest.mark.parametrize("bucket", ALL_BUCKETS)
 def test_requests_without_tls_are_denied(policies: dict[str, Any], bucket: str) -> None:
     policy = policies[bucket]
     assert denied(policy, "s3:GetObject", f"arn:aws:s3:::{bucket}/backups/a", PLAIN)
@@ -247,7 +281,7 @@ def test_requests_without_tls_are_denied(policies: dict[str, Any], bucket: str) 
     assert not denied(policy, "s3:ListBucket", f"arn:aws:s3:::{bucket}", TLS)
 
 
-@pytest.mark.parametrize("bucket", [BACKUP_BUCKET, AUDIT_BUCKET])
+@pytest.mark.parametrize("bucket", ALL_BUCKETS)
 def test_puts_asking_for_other_encryption_or_another_key_are_denied(
     policies: dict[str, Any], converged: dict[str, Any], bucket: str
 ) -> None:
@@ -260,7 +294,7 @@ def test_puts_asking_for_other_encryption_or_another_key_are_denied(
     assert denied(policy, "s3:PutObject", obj, TLS | {SSE: "aws:kms", KEY_ID: "alias/clinic-other"})
 
 
-@pytest.mark.parametrize("bucket", [BACKUP_BUCKET, AUDIT_BUCKET])
+@pytest.mark.parametrize("bucket", ALL_BUCKETS)
 def test_puts_under_the_environments_key_are_allowed(
     policies: dict[str, Any], converged: dict[str, Any], bucket: str
 ) -> None:
@@ -271,7 +305,7 @@ def test_puts_under_the_environments_key_are_allowed(
         assert not denied(policy, "s3:PutObject", obj, TLS | {SSE: "aws:kms", KEY_ID: name}), name
 
 
-@pytest.mark.parametrize("bucket", [BACKUP_BUCKET, AUDIT_BUCKET])
+@pytest.mark.parametrize("bucket", ALL_BUCKETS)
 def test_a_put_without_encryption_headers_is_left_to_default_encryption(
     policies: dict[str, Any], s3: Any, converged: dict[str, Any], bucket: str
 ) -> None:
@@ -282,6 +316,49 @@ def test_a_put_without_encryption_headers_is_left_to_default_encryption(
         default["Rules"][0]["ApplyServerSideEncryptionByDefault"]["KMSMasterKeyID"]
         == converged["key"]["arn"]
     )
+
+
+@pytest.mark.parametrize(
+    "principal",
+    [
+        {},
+        {"aws:PrincipalTag/Project": "clinic"},
+        {"aws:PrincipalTag/Project": "clinic", "aws:PrincipalTag/Environment": "prod"},
+        {"aws:PrincipalTag/Project": "other", "aws:PrincipalTag/Environment": "stage"},
+    ],
+    ids=["untagged", "no environment", "another environment", "another project"],
+)
+def test_only_the_environments_principals_may_use_the_transfer_bucket(
+    policies: dict[str, Any], principal: dict[str, str]
+) -> None:
+    policy = policies[TRANSFER_BUCKET]
+    request = {"aws:SecureTransport": "true"} | principal
+    for action, resource in [
+        ("s3:GetObject", f"arn:aws:s3:::{TRANSFER_BUCKET}/i-0abc/module.py"),
+        ("s3:PutObject", f"arn:aws:s3:::{TRANSFER_BUCKET}/i-0abc/module.py"),
+        ("s3:ListBucket", f"arn:aws:s3:::{TRANSFER_BUCKET}"),
+        ("s3:PutBucketPolicy", f"arn:aws:s3:::{TRANSFER_BUCKET}"),
+    ]:
+        assert denied(policy, action, resource, request), (action, principal)
+        assert not denied(policy, action, resource, TLS), action
+
+
+def transfer_bucket(env: str, *extra: str) -> str:
+    return str(
+        wired(env, ["backup_storage_transfer_bucket"], *extra)["backup_storage_transfer_bucket"]
+    )
+
+
+def test_prod_reaches_its_hosts_through_the_transfer_bucket_the_role_makes() -> None:
+    prod = settings.storage("prod")["clinic_ssm_transfer_bucket"]
+    assert prod == "clinic-prod-ansible-ssm-ap-south-1"
+    connection = yaml.safe_load((PROD / "group_vars/all/connection.yml").read_text())
+    assert connection["ansible_aws_ssm_bucket_name"] == "{{ clinic_ssm_transfer_bucket }}"
+    assert connection["clinic_connection"] == "ssm"
+    assert transfer_bucket("prod", "-e", "clinic_connection=ssm") == prod
+    # Break-glass over SSH, and the environments reached over SSH, have no transfer bucket.
+    assert transfer_bucket("prod", "-e", "clinic_connection=ssh") == ""
+    assert transfer_bucket("stage") == ""
 
 
 # --- Bad input: a clear message, and nothing created -------------------------------------------
@@ -314,7 +391,15 @@ BAD_INPUT = {
     ),
     "same bucket twice": (
         {"extra": ["-e", f"clinic_audit_archive_bucket={BACKUP_BUCKET}"]},
-        "must be two buckets",
+        f"clinic_backup_bucket is {BACKUP_BUCKET}, as clinic_audit_archive_bucket is",
+    ),
+    "transfer bucket is the backup bucket": (
+        {"extra": [*SSM, "-e", f"clinic_ssm_transfer_bucket={BACKUP_BUCKET}"]},
+        "as clinic_ssm_transfer_bucket is: their lifecycle rules and policies differ",
+    ),
+    "invalid transfer bucket": (
+        {"extra": [*SSM, "-e", '{"clinic_storage_names": {"ssm_transfer_bucket": "SSM_x"}}']},
+        'clinic_ssm_transfer_bucket is "SSM_x"',
     ),
     "missing key alias": (
         {"extra": ["-e", '{"clinic_storage_names": {"kms_key_alias": ""}}']},

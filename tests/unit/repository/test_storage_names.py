@@ -4,9 +4,6 @@ lab, the tests and the deploy workflow (lab.settings.storage) read the names Ans
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,25 +11,14 @@ import pytest
 import yaml
 
 from lab import settings
+from tests.harness.controller_playbook import wired
 
 ROOT = Path(__file__).resolve().parents[3]
-ANSIBLE = str(Path(sys.executable).parent / "ansible")
 NAMES = sorted(yaml.safe_load(settings.STORAGE_FILE.read_text()))
 
 
 def derived_by_ansible(env: str, *extra: str) -> dict[str, Any]:
-    """The names as a play sees them: the root group_vars beside the playbooks, the inventory's
-    environment facts (given as extra vars, which the root group_vars do not define)."""
-    facts = ROOT / "inventories" / env / "group_vars" / "all"
-    names = "{{ {" + ", ".join(f"'{n}': {n}" for n in NAMES) + "} }}"
-    run = subprocess.run(
-        [ANSIBLE, "localhost", "-i", "localhost,", "-c", "local", "--playbook-dir", str(ROOT),
-         "-e", f"@{facts / 'environment.yml'}", "-e", f"@{facts / 'storage.yml'}", *extra,
-         "-m", "ansible.builtin.debug", "-a", f"msg={names}"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
-        env={**os.environ, "ANSIBLE_CALLBACK_RESULT_FORMAT": "json"},
-    )  # fmt: skip
-    return json.loads(run.stdout.split(" => ", 1)[1])["msg"]
+    return wired(env, NAMES, *extra)
 
 
 @pytest.mark.parametrize("env", ["dev", "stage", "prod", "lab"])
@@ -41,7 +27,7 @@ def test_the_lab_reads_the_names_ansible_derives(env: str) -> None:
     assert names == derived_by_ansible(env)
     assert names["clinic_backup_bucket"] == f"clinic-{env}-backups-ap-south-1"
     assert names["clinic_kms_key_alias"] == f"alias/clinic-{env}"
-    assert len(set(v for k, v in names.items() if k.endswith("_bucket"))) == 4
+    assert len(set(v for k, v in names.items() if k.endswith("_bucket"))) == 5
 
 
 def test_an_inventory_keeps_an_older_name(tmp_path: Path) -> None:
