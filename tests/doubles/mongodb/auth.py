@@ -352,6 +352,9 @@ def role_privileges(role: str, db: str) -> list[Privilege]:
             (("anyNormal",), USER_ADMIN),
             (("cluster",), frozenset({"listDatabases"})),
             (users, WRITE | READ),
+            # mongorestore's default temporary collections, which _mergeAuthzCollections reads
+            (("ns", "admin", "tempusers"), frozenset({"find"})),
+            (("ns", "admin", "temproles"), frozenset({"find"})),
         ]
     if role == "root":
         return [
@@ -374,6 +377,8 @@ def role_privileges(role: str, db: str) -> list[Privilege]:
 def _resource_covers(have: Resource, want: Resource) -> bool:
     if have == ("any",):
         return True
+    if want == ("anyNormal",):  # asked of the pattern itself (mongod: forAnyNormalResource)
+        return have == want
     if want == ("cluster",) or have == ("cluster",):
         return have == want
     want_db = want[1]

@@ -15,7 +15,19 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import auth, config, query
-from .bson_codec import UTC, Binary, Document, Int64, ObjectId, shell_repr
+from .bson_codec import (
+    UTC,
+    Binary,
+    Decimal128,
+    Document,
+    Int64,
+    MaxKey,
+    MinKey,
+    ObjectId,
+    Regex,
+    Timestamp,
+    shell_repr,
+)
 from .errors import NOT_PRIMARY_OR_SHUTDOWN, RETRYABLE_WRITE_CODES, MongoError, unauthorized
 
 if TYPE_CHECKING:
@@ -24,6 +36,32 @@ if TYPE_CHECKING:
 HELLO_NAMES = ("hello", "isMaster", "ismaster")
 RW_DEFAULTS_ID = "ReadWriteConcernDefaults"
 DEFAULT_BATCH = 101
+MERGE_AUTHZ = "_mergeAuthzCollections"
+# Fields every command accepts besides its own (mongod's generic_argument.idl); a strict command
+# refuses any other unknown field.
+GENERIC_ARGUMENTS = frozenset(
+    {
+        "$db",
+        "$readPreference",
+        "$clusterTime",
+        "$audit",
+        "$client",
+        "lsid",
+        "txnNumber",
+        "stmtId",
+        "autocommit",
+        "startTransaction",
+        "writeConcern",
+        "readConcern",
+        "maxTimeMS",
+        "comment",
+        "apiVersion",
+        "apiStrict",
+        "apiDeprecationErrors",
+        "clientOperationKey",
+        "mayBypassWriteBlocking",
+    }
+)
 
 
 @dataclass
@@ -70,6 +108,9 @@ class Command:
     # "primary": only a writable primary answers (writes).
     secondary: str = "always"
     write_label: bool = False
+    # The errmsg of a refused privilege, when the command has its own (mongod's typed commands);
+    # otherwise "not authorized on <db> to execute command ...".
+    denied: Callable[[Resource], str] | None = None
 
 
 def _coll(db: str, body: Document) -> str:
@@ -158,6 +199,113 @@ def _write_req(action: str) -> Callable[[Node, Connection, str, Document], Requi
     return required
 
 
+def _bson_type_name(value: Any) -> str:
+    """The BSON type name mongod quotes in "is the wrong type" errors."""
+    names: list[tuple[type | tuple[type, ...], str]] = [
+        (bool, "bool"),
+        (Int64, "long"),
+        (int, "int"),
+        (float, "double"),
+        (str, "string"),
+        (dict, "object"),
+        (list, "array"),
+        (Binary, "binData"),
+        (ObjectId, "objectId"),
+        (datetime.datetime, "date"),
+        (type(None), "null"),
+        (Regex, "regex"),
+        (Timestamp, "timestamp"),
+        (Decimal128, "decimal"),
+        (MinKey, "minKey"),
+        (MaxKey, "maxKey"),
+    ]
+    return next((name for kind, name in names if isinstance(value, kind)), "unknown")
+
+
+@dataclass
+class MergeAuthzRequest:
+    """A parsed _mergeAuthzCollections: temporary namespaces ("" if absent), db ("" = every
+    database) and drop."""
+
+    users: str
+    roles: str
+    db: str
+    drop: bool
+
+
+def _admin_only(name: str, db: str) -> None:
+    if db != "admin":
+        raise unauthorized(f"{name} may only be run against the admin database.")
+
+
+def _parse_merge_authz(body: Document) -> MergeAuthzRequest:
+    """mongod's strict IDL parse of _mergeAuthzCollections (unknown field 40415, wrong type 14,
+    missing required field 40414)."""
+    expected = {"tempUsersCollection": str, "tempRolesCollection": str, "db": str, "drop": bool}
+    for key, value in list(body.items())[1:]:
+        if key in GENERIC_ARGUMENTS:
+            continue
+        kind = expected.get(key)
+        if kind is None:
+            raise MongoError(40415, f"BSON field '{MERGE_AUTHZ}.{key}' is an unknown field.")
+        if not isinstance(value, kind) or (kind is str and isinstance(value, bool)):
+            wanted = "bool" if kind is bool else "string"
+            raise MongoError(
+                14,
+                f"BSON field '{MERGE_AUTHZ}.{key}' is the wrong type "
+                f"'{_bson_type_name(value)}', expected type '{wanted}'",
+            )
+    if "db" not in body:
+        raise MongoError(40414, f"BSON field '{MERGE_AUTHZ}.db' is missing but a required field")
+    return MergeAuthzRequest(
+        body.get("tempUsersCollection", ""),
+        body.get("tempRolesCollection", ""),
+        body["db"],
+        body.get("drop", False),
+    )
+
+
+def _authz_name(doc: Document, field: str) -> tuple[str, str]:
+    """(name, db) of a user or role document, as mongod extracts it (4 missing, 14 not a string)."""
+    out = []
+    for key in (field, "db"):
+        if key not in doc:
+            raise MongoError(4, f'Missing expected field "{key}"')
+        if not isinstance(doc[key], str):
+            raise MongoError(
+                14,
+                f'"{key}" had the wrong type. Expected string, found {_bson_type_name(doc[key])}',
+            )
+        out.append(doc[key])
+    return out[0], out[1]
+
+
+def _merge_authz_req(node: Node, conn: Connection, db: str, body: Document) -> Requirement:
+    """mongod's order: admin only, then authentication, then the request's own privileges: the
+    user-management actions on every normal collection (with drop, dropUser and dropRole too),
+    then find on each temporary collection. The restore role grants find on admin.tempusers and
+    admin.temproles only, so other temporary names need more than restore."""
+    _admin_only(MERGE_AUTHZ, db)
+    actions = {"createUser", "createRole", "grantRole", "revokeRole"}
+    if not conn.principals:  # refused as unauthenticated before the request is parsed
+        return [(("anyNormal",), actions)]
+    request = _parse_merge_authz(body)
+    if request.drop:
+        actions |= {"dropUser", "dropRole"}
+    requirement: Requirement = [(("anyNormal",), actions)]
+    for namespace in (request.users, request.roles):
+        if namespace:
+            temp_db, _, temp_coll = namespace.partition(".")
+            requirement.append((("ns", temp_db, temp_coll), {"find"}))
+    return requirement
+
+
+def _merge_authz_denied(resource: Resource) -> str:
+    if resource == ("anyNormal",):
+        return f"Not authorized to update user/role data using {MERGE_AUTHZ} a command"
+    return f"Not authorized to read {resource[1]}.{resource[2]}"
+
+
 def _render_command(body: Document) -> str:
     shown = {k: v for k, v in body.items() if k not in ("pwd", "payload", "lsid", "$clusterTime")}
     return shell_repr(shown)
@@ -203,6 +351,12 @@ class Commands:
             "grantRolesToUser": Command(self.grant_roles, _user_admin_req, "primary"),
             "revokeRolesFromUser": Command(self.revoke_roles, _user_admin_req, "primary"),
             "rolesInfo": Command(self.roles_info, _db("viewRole"), "optIn"),
+            MERGE_AUTHZ: Command(
+                self.merge_authz_collections,
+                _merge_authz_req,
+                "primary",
+                denied=_merge_authz_denied,
+            ),
             "insert": Command(self.insert, _write_req("insert"), "primary", True),
             "update": Command(self.update, _write_req("update"), "primary", True),
             "delete": Command(self.delete, _write_req("remove"), "primary", True),
@@ -293,20 +447,25 @@ class Commands:
         if not self.node.settings.authorization or command.privileges is None:
             return
         requirement = command.privileges(self.node, conn, db, body)
+
+        def denied(resource: Resource) -> MongoError:
+            if command.denied is not None:
+                return unauthorized(command.denied(resource))
+            return unauthorized(
+                f"not authorized on {db} to execute command {_render_command(body)}"
+            )
+
         if not conn.principals:
             if self._localhost_exception(conn):
-                if all(auth.localhost_exception_allows(res, acts) for res, acts in requirement):
-                    return
-                raise unauthorized(
-                    f"not authorized on {db} to execute command {_render_command(body)}"
-                )
+                for resource, actions in requirement:
+                    if not auth.localhost_exception_allows(resource, actions):
+                        raise denied(resource)
+                return
             raise unauthorized(f"Command {name} requires authentication")
         principals = self.principal_objects(conn)
         for resource, actions in requirement:
             if not auth.is_authorized(principals, resource, actions):
-                raise unauthorized(
-                    f"not authorized on {db} to execute command {_render_command(body)}"
-                )
+                raise denied(resource)
 
     def _check_state(
         self, name: str, db: str, body: Document, command: Command, secondary_ok: bool
@@ -919,6 +1078,79 @@ class Commands:
             auth.builtin_role_info(r, rdb, show) for r, rdb in wanted if auth.role_exists(r, rdb)
         ]
         return {"roles": roles, "ok": 1.0}
+
+    # mongorestore's merge of dumped users and roles (user_management_commands.cpp)
+
+    async def merge_authz_collections(self, conn: Connection, db: str, body: Document) -> Document:
+        """Move the users and roles mongorestore put in temporary collections into
+        admin.system.users / admin.system.roles, through the writes of the other user-management
+        commands (so they replicate like createUser's). Documents are taken as they are: the
+        stored SCRAM keys keep working, nothing is hashed again."""
+        _admin_only(MERGE_AUTHZ, db)
+        request = _parse_merge_authz(body)
+        if not request.users and not request.roles:
+            raise MongoError(
+                2,
+                'Must provide at least one of "tempUsersCollection" and "tempRolescollection"',
+            )
+        if request.users:
+            self._merge_authz(conn, request, request.users, "system.users", "user")
+        if request.roles:
+            self._merge_authz(conn, request, request.roles, "system.roles", "role")
+        return await self._user_written(body)
+
+    def _merge_authz(
+        self, conn: Connection, request: MergeAuthzRequest, source: str, target: str, field: str
+    ) -> None:
+        """mongod's _processUsers/_processRoles. With drop, a user (role) already defined (in
+        `request.db`, or anywhere when it is "") is replaced by the temporary collection's
+        document of the same name, and the ones the temporary collection lacks are removed
+        afterwards (never all of them first). Without drop each document is inserted, and one
+        whose _id exists already is left as it is, with a warning (mongod carries on past
+        failed inserts, as mongorestore does)."""
+        storage = self.node.storage
+        to_drop: dict[tuple[str, str], Document] = {}
+        if request.drop:
+            for doc in storage.documents("admin", target):
+                name = _authz_name(doc, field)
+                if not request.db or name[1] == request.db:
+                    to_drop[name] = doc
+        source_db, _, source_coll = source.partition(".")
+        for doc in storage.documents(source_db, source_coll):
+            name = _authz_name(doc, field)
+            if request.db and name[1] != request.db:
+                continue
+            current = to_drop.pop(name, None)
+            if current is not None and current["_id"] != doc.get("_id"):
+                error = (
+                    "Performing an update on the path '_id' would modify the immutable field '_id'"
+                )
+                self._merge_warning(conn, field, name, "update", error)
+            elif current is not None:
+                self._replace_doc("admin", target, dict(doc))
+            elif storage.find_by_id("admin", target, doc.get("_id")) is not None:
+                error = (
+                    f"E11000 duplicate key error collection: admin.{target} index: _id_ "
+                    f"dup key: {{ _id: {shell_repr(doc.get('_id'))} }}"
+                )
+                self._merge_warning(conn, field, name, "insert", error)
+            else:
+                self._insert_doc("admin", target, dict(doc))
+        for doc in to_drop.values():
+            self._delete_doc("admin", target, doc["_id"])
+
+    def _merge_warning(
+        self, conn: Connection, field: str, name: tuple[str, str], verb: str, error: str
+    ) -> None:
+        # mongod's ids: 20510/20511 (update/insert of a user), 20512/20513 (of a role)
+        log_id = 20510 + (verb == "insert") + (2 if field == "role" else 0)
+        self.node.log.warning(
+            "ACCESS",
+            log_id,
+            f"conn{conn.conn_id}",
+            f"Could not {verb} {field} during {MERGE_AUTHZ} command",
+            **{field: f"{name[0]}@{name[1]}", "error": error},
+        )
 
     # Data plane
 

@@ -9,6 +9,7 @@ from .bson_codec import Document
 CODE_NAMES = {
     1: "InternalError",
     2: "BadValue",
+    4: "NoSuchKey",
     9: "FailedToParse",
     11: "UserNotFound",
     13: "Unauthorized",

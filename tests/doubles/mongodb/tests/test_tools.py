@@ -23,9 +23,19 @@ import pytest
 from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 
+from tests.doubles.polling import wait_for
+
 from .. import bson_codec
 from ..tools import archive
-from .conftest import AGAINST_DOUBLE, REPO, Launcher, Mongod, replset_config, wait_primary
+from .conftest import (
+    AGAINST_DOUBLE,
+    REPO,
+    Launcher,
+    Mongod,
+    command_error,
+    replset_config,
+    wait_primary,
+)
 
 TOOLS_BIN = os.environ.get("MONGODB_TOOLS_BIN")
 SYSTEM_PYTHON = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
@@ -313,7 +323,7 @@ def test_password_from_config_file_not_argv(secured: Mongod, tmp_path: Path) -> 
         stdin=dump.stdout,
     )
     assert restore.returncode == 0, restore.stderr.decode()
-    assert "skipping admin.system.users" in restore.stderr.decode()
+    assert "restoring users from archive" in restore.stderr.decode()
 
 
 def test_authentication_failures(secured: Mongod, tmp_path: Path) -> None:
@@ -341,6 +351,212 @@ def test_authentication_failures(secured: Mongod, tmp_path: Path) -> None:
     scoped = tool("mongodump", app_uri, "--db=admin", "--archive")
     assert scoped.returncode == 1
     assert "not authorized" in scoped.stderr.decode()
+
+
+ALICE_PW = "alice:pw 1"
+TARGET_ADMIN_PW = "target-admin-pw"
+TEMPORARY = ("tempusers", "temproles")
+
+
+def logs_in(node: Mongod, user: str, password: str, source: str = "admin") -> bool:
+    """Whether user@source authenticates on node with password (False on 18, any other error
+    fails the test)."""
+    client = node.client(user, password, authSource=source)
+    try:
+        client.admin.command("ping")
+        return True
+    except pymongo.errors.OperationFailure as exc:
+        assert exc.code == 18, exc.details
+        return False
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def users_dump(launcher: Launcher) -> bytes:
+    """A full gzipped dump of a server with app data and two users: alice@admin (root) and
+    carol@app, whose password is carol-source-pw."""
+    node = launcher.start()
+    client = node.client()
+    try:
+        client.admin.command("createUser", "alice", pwd=ALICE_PW, roles=["root"])
+        client.app.command("createUser", "carol", pwd="carol-source-pw", roles=["readWrite"])
+        client.app.items.insert_many([{"_id": i} for i in range(3)])
+    finally:
+        client.close()
+    dump = tool("mongodump", f"--uri={uri(node)}", "--archive", "--gzip")
+    assert dump.returncode == 0, dump.stderr.decode()
+    assert ("admin", "system.users") in archive.read_archive(gzip.decompress(dump.stdout)).documents
+    return dump.stdout
+
+
+@pytest.fixture
+def users_target(launcher: Launcher) -> Mongod:
+    """A server with access control and its own users: admin (root), bob@admin and carol@app
+    (password carol-target-pw)."""
+    node = launcher.start(["--auth"])
+    local = node.client()
+    local.admin.command("createUser", "admin", pwd=TARGET_ADMIN_PW, roles=["root"])
+    local.close()
+    admin = node.client("admin", TARGET_ADMIN_PW)
+    admin.admin.command("createUser", "bob", pwd="bob-pw", roles=["readAnyDatabase"])
+    admin.app.command("createUser", "carol", pwd="carol-target-pw", roles=["read"])
+    admin.close()
+    return node
+
+
+def restore_as_admin(target: Mongod, dump: bytes, *args: str) -> str:
+    """mongorestore of the gzipped archive as the target's admin: its stderr."""
+    login = f"mongodb://admin:{TARGET_ADMIN_PW}@{target.address}/?authSource=admin&{FAST}"
+    proc = tool("mongorestore", f"--uri={login}", "--archive", "--gzip", *args, stdin=dump)
+    assert proc.returncode == 0, proc.stderr.decode()
+    return proc.stderr.decode()
+
+
+def test_full_restore_with_drop_replaces_the_target_users(
+    users_dump: bytes, users_target: Mongod
+) -> None:
+    """The hazard of restoring a full dump with --drop: the target's users become the dump's.
+    Users missing from the dump are removed, the restoring admin included; users of the dump log
+    in with their source passwords (the dump holds their SCRAM keys)."""
+    err = restore_as_admin(users_target, users_dump, "--drop")
+    assert "restoring users from archive" in err
+    assert logs_in(users_target, "alice", ALICE_PW)
+    assert logs_in(users_target, "carol", "carol-source-pw", "app")
+    assert not logs_in(users_target, "carol", "carol-target-pw", "app")
+    assert not logs_in(users_target, "bob", "bob-pw")
+    assert not logs_in(users_target, "admin", TARGET_ADMIN_PW)
+    alice = users_target.client("alice", ALICE_PW)
+    try:
+        assert alice.app.items.count_documents({}) == 3
+        users = {(u["user"], u["db"]) for u in alice.admin["system.users"].find()}
+        assert users == {("alice", "admin"), ("carol", "app")}
+    finally:
+        alice.close()
+
+
+def test_full_restore_without_drop_adds_the_dumped_users(
+    users_dump: bytes, users_target: Mongod
+) -> None:
+    """Without --drop the dump's users are added; a user the target already has keeps the
+    target's definition (mongod inserts, and a duplicate is skipped with a warning). The
+    temporary collections are gone afterwards."""
+    restore_as_admin(users_target, users_dump)
+    assert logs_in(users_target, "alice", ALICE_PW)
+    assert logs_in(users_target, "bob", "bob-pw")
+    assert logs_in(users_target, "admin", TARGET_ADMIN_PW)
+    assert logs_in(users_target, "carol", "carol-target-pw", "app")
+    assert not logs_in(users_target, "carol", "carol-source-pw", "app")
+    admin = users_target.client("admin", TARGET_ADMIN_PW)
+    try:
+        assert not set(TEMPORARY) & set(admin.admin.list_collection_names())
+        assert admin.app.items.count_documents({}) == 3
+    finally:
+        admin.close()
+
+
+def test_ns_exclude_admin_leaves_the_target_users_alone(
+    users_dump: bytes, users_target: Mongod
+) -> None:
+    err = restore_as_admin(users_target, users_dump, "--drop", "--nsExclude=admin.*")
+    assert "restoring users" not in err
+    assert logs_in(users_target, "bob", "bob-pw")
+    assert logs_in(users_target, "carol", "carol-target-pw", "app")
+    assert not logs_in(users_target, "alice", ALICE_PW)
+    admin = users_target.client("admin", TARGET_ADMIN_PW)
+    try:
+        assert admin.app.items.count_documents({}) == 3
+        assert not set(TEMPORARY) & set(admin.admin.list_collection_names())
+    finally:
+        admin.close()
+
+
+def test_temporary_collections_are_named_by_options_replaced_and_dropped(
+    users_dump: bytes, launcher: Launcher
+) -> None:
+    """--tempUsersColl/--tempRolesColl name the temporary collections; one left over by an
+    earlier run is dropped before it is filled, so its documents are not merged. Roles of the
+    dump are merged like users."""
+    parsed = archive.read_archive(gzip.decompress(users_dump))
+    role = {
+        "_id": "app.auditor",
+        "role": "auditor",
+        "db": "app",
+        "privileges": [{"resource": {"db": "app", "collection": ""}, "actions": ["find"]}],
+        "roles": [],
+    }
+    spaces = [
+        archive.Namespace(
+            m["db"], m["collection"], m["metadata"], parsed.documents[(m["db"], m["collection"])]
+        )
+        for m in parsed.metadata
+    ]
+    spaces.append(archive.Namespace("admin", "system.roles", "", [bson.encode(role)]))
+    path = launcher.base / "with-roles.archive"
+    with path.open("wb") as handle:
+        archive.write_archive(handle, spaces, "7.0.14", "100.10.0")
+    target = launcher.start()
+    client = target.client()
+    try:
+        leftover = {"_id": "admin.mallory", "user": "mallory", "db": "admin", "roles": []}
+        client.admin.restusers.insert_one(leftover)
+        restore = tool(
+            "mongorestore",
+            f"--uri={uri(target)}",
+            f"--archive={path}",
+            "--tempUsersColl=restusers",
+            "--tempRolesColl=restroles",
+        )
+        assert restore.returncode == 0, restore.stderr.decode()
+        err = restore.stderr.decode()
+        assert "restoring users from archive" in err and "restoring roles from archive" in err
+        names = set(client.admin.list_collection_names())
+        assert not {"restusers", "restroles", *TEMPORARY} & names
+        users = {(u["user"], u["db"]) for u in client.admin["system.users"].find()}
+        assert users == {("alice", "admin"), ("carol", "app")}
+        roles = list(client.admin["system.roles"].find())
+        assert [(r["role"], r["db"]) for r in roles] == [("auditor", "app")]
+    finally:
+        client.close()
+    assert logs_in(target, "alice", ALICE_PW)
+
+
+def test_merge_authz_collections_needs_restore_privileges(users_target: Mongod) -> None:
+    admin = users_target.client("admin", TARGET_ADMIN_PW)
+    admin.admin.command("createUser", "writer", pwd="writer-pw", roles=["readWriteAnyDatabase"])
+    admin.admin.command("createUser", "useradmin", pwd="ua-pw", roles=["userAdminAnyDatabase"])
+    admin.admin.command("createUser", "restorer", pwd="restorer-pw", roles=["restore"])
+    merge = {"tempUsersCollection": "admin.tempusers", "drop": True, "db": ""}
+    try:
+        for user, password in (("writer", "writer-pw"), ("useradmin", "ua-pw")):
+            client = users_target.client(user, password)
+            try:
+                error = command_error(
+                    lambda c=client: c.admin.command("_mergeAuthzCollections", 1, **merge)
+                )
+            finally:
+                client.close()
+            assert (error["code"], error["codeName"]) == (13, "Unauthorized")
+            if user == "useradmin":  # may manage users, may not read the temporary collection
+                assert "Not authorized to read admin.tempusers" in error["errmsg"]
+        # The restore role may: an empty temporary collection merged without drop changes nothing.
+        restorer = users_target.client("restorer", "restorer-pw")
+        try:
+            body = {**merge, "drop": False}
+            assert restorer.admin.command("_mergeAuthzCollections", 1, **body)["ok"] == 1.0
+        finally:
+            restorer.close()
+        assert logs_in(users_target, "bob", "bob-pw")
+        unknown = command_error(
+            lambda: admin.admin.command("_mergeAuthzCollections", 1, **merge, bogus=1)
+        )
+        assert unknown["code"] == 40415
+        assert "'_mergeAuthzCollections.bogus' is an unknown field" in unknown["errmsg"]
+        elsewhere = command_error(lambda: admin.app.command("_mergeAuthzCollections", 1, **merge))
+        assert elsewhere["code"] == 13
+        assert "may only be run against the admin database" in elsewhere["errmsg"]
+    finally:
+        admin.close()
 
 
 @pytest.fixture(scope="module")
@@ -470,3 +686,87 @@ def test_oplog_dump_and_replay(replset: list[Mongod], launcher: Launcher) -> Non
             restored.close()
     finally:
         client.close()
+
+
+def test_restored_users_replicate_to_every_member(replset: list[Mongod], users_dump: bytes) -> None:
+    restore = tool(
+        "mongorestore", f"--uri={_set_uri(replset)}", "--archive", "--gzip", stdin=users_dump
+    )
+    assert restore.returncode == 0, restore.stderr.decode()
+    for node in replset:
+        wait_for(lambda n=node: logs_in(n, "alice", ALICE_PW), 20, f"alice on {node.address}")
+        assert logs_in(node, "carol", "carol-source-pw", "app")
+
+
+def test_an_oplog_file_replays_onto_a_restored_dump_up_to_the_limit(
+    replset: list[Mongod], launcher: Launcher, tmp_path: Path
+) -> None:
+    """A point-in-time restore: a dump, then the oplog entries written since, read raw from a
+    member into a .bson file, replayed with --oplogFile onto the restored dump, up to a limit."""
+    client = pymongo.MongoClient(_set_uri(replset), serverSelectionTimeoutMS=20000)
+    try:
+        notes = client.pitr.get_collection("notes", write_concern=pymongo.WriteConcern(w=3))
+        notes.insert_many([{"_id": i, "v": "dumped"} for i in range(3)])
+        dump = tool("mongodump", f"--uri={_set_uri(replset)}", "--oplog", "--gzip", "--archive")
+        assert dump.returncode == 0, dump.stderr.decode()
+        oplog = client.local.get_collection(
+            "oplog.rs", codec_options=CodecOptions(document_class=RawBSONDocument)
+        )
+        since = oplog.find_one({}, sort=[("$natural", -1)])["ts"]
+        notes.insert_one({"_id": 10, "v": "before"})
+        notes.update_one({"_id": 0}, {"$set": {"v": "updated before"}})
+        notes.delete_one({"_id": 1})
+        notes.insert_one({"_id": 11, "v": "after"})
+        notes.update_one({"_id": 2}, {"$set": {"v": "updated after"}})
+        entries = list(oplog.find({"ts": {"$gt": since}, "ns": "pitr.notes"}).sort("$natural", 1))
+    finally:
+        client.close()
+    limit = entries[3]["ts"]  # the insert of 11: it and everything after stay out
+    (tmp_path / "oplog.bson").write_bytes(b"".join(e.raw for e in entries))
+    (tmp_path / "empty").mkdir()
+    target = restored_server(launcher, gzip.decompress(dump.stdout), "--oplogReplay")
+    replay = tool(
+        "mongorestore",
+        f"--uri={uri(target)}",
+        "--oplogReplay",
+        f"--oplogFile={tmp_path / 'oplog.bson'}",
+        f"--oplogLimit={limit.time}:{limit.inc}",
+        str(tmp_path / "empty"),
+    )
+    assert replay.returncode == 0, replay.stderr.decode()
+    restored = target.client()
+    try:
+        docs = {d["_id"]: d["v"] for d in restored.pitr.notes.find()}
+    finally:
+        restored.close()
+    assert docs == {0: "updated before", 2: "dumped", 10: "before"}
+
+    # The same file again onto what it produced changes nothing: replay is idempotent.
+    again = tool(
+        "mongorestore",
+        f"--uri={uri(target)}",
+        "--oplogReplay",
+        f"--oplogFile={tmp_path / 'oplog.bson'}",
+        f"--oplogLimit={limit.time}:{limit.inc}",
+        str(tmp_path / "empty"),
+    )
+    assert again.returncode == 0, again.stderr.decode()
+    with target.client() as restored:
+        assert {d["_id"]: d["v"] for d in restored.pitr.notes.find()} == docs
+
+
+def test_an_oplog_file_needs_replay_and_an_existing_file(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    no_replay = tool("mongorestore", f"--oplogFile={tmp_path / 'x'}", str(tmp_path / "empty"))
+    assert no_replay.returncode == 1
+    assert "cannot use --oplogFile without --oplogReplay enabled" in no_replay.stderr.decode()
+    (tmp_path / "bad.bson").write_bytes(b"\x10\x00\x00")
+    truncated = tool(
+        "mongorestore",
+        "--uri=mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=500",
+        "--oplogReplay",
+        f"--oplogFile={tmp_path / 'bad.bson'}",
+        str(tmp_path / "empty"),
+    )
+    assert truncated.returncode == 1
+    assert "error reading oplog file" in truncated.stderr.decode()

@@ -3,8 +3,17 @@
 Documents go in with ordinary `insert` commands; duplicate keys and other per-document failures
 are counted, not fatal, unless `--stopOnError`. The oplog is replayed with ordinary CRUD and
 collection commands (real mongorestore uses `applyOps`), which works against the double and a
-real server alike. Users and roles (`admin.system.users`/`system.roles`) in a full dump are not
-restored by this double: it says so on stderr.
+real server alike. `--oplogReplay --oplogFile=<file>` with a directory target replays that .bson
+file of oplog entries (a point-in-time restore onto data restored before); the directory may hold
+no dump of collections (directory restores are not implemented).
+
+Users and roles of the archive (`admin.system.users`/`system.roles`, when the namespace filters
+let them through) are restored as mongo-tools restores them, after the collections and before
+the oplog: the documents go into temporary collections (`admin.tempusers`/`admin.temproles`,
+`--tempUsersColl`/`--tempRolesColl`), the server's `_mergeAuthzCollections` moves them into
+place (`drop: true` with `--drop`, so the target's users and roles that are not in the archive
+are removed), and the temporary collections are dropped whatever the merge's outcome.
+`admin.system.version` and other `system.*` collections are not restored.
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ from pathlib import Path
 from .. import bson_codec
 from ..bson_codec import Document, Timestamp
 from . import archive
-from .client import Client, CommandFailed, connected, settings_from_options
+from .client import Client, CommandFailed, Settings, connected, settings_from_options
 from .common import NONE, REQUIRED, Parsed, ToolError, UsageError, log, parse_options, run_tool
 
 TOOL = "mongorestore"
@@ -36,8 +45,15 @@ FLAGS = {
     "maintainInsertionOrder": (NONE, None, False),
     "numInsertionWorkersPerCollection": (REQUIRED, None, False),
     "dir": (REQUIRED, None, False),
+    "tempUsersColl": (REQUIRED, None, False),
+    "tempRolesColl": (REQUIRED, None, False),
 }
-USERS_AND_ROLES = ("system.users", "system.roles")
+# admin.<collection> of the archive -> what it holds, _mergeAuthzCollections' field, the option
+# naming its temporary collection and that option's default.
+AUTHZ_COLLECTIONS = {
+    "system.users": ("users", "tempUsersCollection", "tempUsersColl", "tempusers"),
+    "system.roles": ("roles", "tempRolesCollection", "tempRolesColl", "temproles"),
+}
 BATCH_DOCS = 1000
 BATCH_BYTES = 8 * 1024 * 1024
 USAGE = """Usage:
@@ -48,7 +64,8 @@ Restore an archive made by mongodump (test double of mongo-tools).
   --uri=<uri> | -h/--host, --port, -u/--username, -p/--password, --authenticationDatabase,
   --config=<yaml with password/uri>, --archive[=<file>], --gzip, --drop, --oplogReplay,
   --oplogLimit=<secs>[:ord], --nsInclude, --nsExclude, -d/--db, -c/--collection, --stopOnError,
-  --writeConcern, --noIndexRestore, --maintainInsertionOrder, -v/--verbose, --quiet, --help
+  --writeConcern, --noIndexRestore, --maintainInsertionOrder, --tempUsersColl, --tempRolesColl,
+  -v/--verbose, --quiet, --help
 """
 
 
@@ -72,10 +89,50 @@ def _validate(opts: Parsed) -> None:
             raise ToolError(
                 f"cannot specify both --archive and a target directory ({(targets or [''])[0]})"
             )
-        raise ToolError("directory restores are not implemented by this test double; use --archive")
-    if not opts.has("archive"):
+        directory = opts.get("dir") if opts.has("dir") else targets[0]
+        if not opts.has("oplogFile"):
+            raise ToolError(
+                "directory restores are not implemented by this test double; use --archive"
+            )
+        _check_oplog_only(directory)
+        opts.values["dir"] = directory
+    elif not opts.has("archive"):
         raise ToolError("directory restores are not implemented by this test double; use --archive")
     opts.positional = [p for p in opts.positional if p.startswith("mongodb")]
+
+
+def _check_oplog_only(directory: str) -> None:
+    """A directory target with --oplogFile: replaying that file is all the double restores, so the
+    directory must hold no dump of collections."""
+    path = Path(directory)
+    if not path.is_dir():
+        raise ToolError(
+            f"mongorestore target '{directory}' invalid: stat {directory}: no such file"
+        )
+    dumped = [p for p in path.rglob("*") if p.name.endswith((".bson", ".bson.gz", ".json"))]
+    if dumped:
+        raise ToolError(
+            "directory restores are not implemented by this test double; use --archive "
+            f"({dumped[0]} is a dump file)"
+        )
+
+
+def _bson_file(value: str) -> list[bytes]:
+    """The documents of a .bson file (mongodump's collection and oplog format), raw."""
+    try:
+        data = Path(value).read_bytes()
+    except OSError as exc:
+        raise ToolError(f"error reading oplog file: {exc.strerror}: {value}") from exc
+    docs, offset = [], 0
+    while offset < len(data):
+        if len(data) - offset < 5:
+            raise ToolError(f"error reading oplog file {value}: truncated document")
+        size = int.from_bytes(data[offset : offset + 4], "little")
+        if size < 5 or offset + size > len(data) or data[offset + size - 1] != 0:
+            raise ToolError(f"error reading oplog file {value}: invalid BSON length {size}")
+        docs.append(data[offset : offset + size])
+        offset += size
+    return docs
 
 
 def _oplog_limit(text: str) -> Timestamp:
@@ -139,6 +196,7 @@ class Restore:
             "create",
             "drop",
             "createIndexes",
+            "_mergeAuthzCollections",
         ):
             body = {**body, "writeConcern": self.concern}
         reply = self.client.command(db, body)
@@ -165,28 +223,7 @@ class Restore:
                 if exc.code != 48:
                     raise
         log.info(f"restoring {db}.{coll} from archive {self.where}")
-        restored = failed = 0
-        batch: list[Document] = []
-        size = 0
-        for raw in [*docs, None]:
-            if raw is not None:
-                batch.append(bson_codec.decode(raw))
-                size += len(raw)
-            if batch and (raw is None or len(batch) >= BATCH_DOCS or size >= BATCH_BYTES):
-                ordered = bool(self.opts.get("maintainInsertionOrder"))
-                reply = self._cmd(db, {"insert": coll, "documents": batch, "ordered": ordered})
-                errors = reply.get("writeErrors") or []
-                restored += int(reply.get("n", 0))
-                failed += len(batch) - int(reply.get("n", 0))
-                for error in errors:
-                    log.always(f"continuing through error: {error.get('errmsg')}")
-                if errors and self.opts.has("stopOnError"):
-                    self.restored += restored
-                    raise ToolError(
-                        f"{db}.{coll}: error restoring from archive {self.where}: "
-                        f"{errors[0].get('errmsg')}"
-                    )
-                batch, size = [], 0
+        restored, failed = self._insert_all(db, coll, docs)
         log.info(f"finished restoring {db}.{coll} ({restored} documents, {failed} failures)")
         self.restored += restored
         self.failed += failed
@@ -203,6 +240,80 @@ class Restore:
                 raise ToolError(
                     f"{db}.{coll}: error creating indexes for {db}.{coll}: createIndex error: {exc}"
                 ) from exc
+
+    def _insert_all(
+        self, db: str, coll: str, docs: list[bytes], counted: bool = True
+    ) -> tuple[int, int]:
+        """Insert the documents in batches: (restored, failed); --stopOnError fails on the first
+        write error (the documents restored until then are counted if `counted`)."""
+        restored = failed = 0
+        batch: list[Document] = []
+        size = 0
+        for raw in [*docs, None]:
+            if raw is not None:
+                batch.append(bson_codec.decode(raw))
+                size += len(raw)
+            if batch and (raw is None or len(batch) >= BATCH_DOCS or size >= BATCH_BYTES):
+                ordered = bool(self.opts.get("maintainInsertionOrder"))
+                reply = self._cmd(db, {"insert": coll, "documents": batch, "ordered": ordered})
+                errors = reply.get("writeErrors") or []
+                restored += int(reply.get("n", 0))
+                failed += len(batch) - int(reply.get("n", 0))
+                for error in errors:
+                    log.always(f"continuing through error: {error.get('errmsg')}")
+                if errors and self.opts.has("stopOnError"):
+                    self.restored += restored if counted else 0
+                    raise ToolError(
+                        f"{db}.{coll}: error restoring from archive {self.where}: "
+                        f"{errors[0].get('errmsg')}"
+                    )
+                batch, size = [], 0
+        return restored, failed
+
+    def users_and_roles(self, spaces: dict[str, list[bytes]]) -> None:
+        """mongo-tools' RestoreUsersOrRoles: each of admin.system.users/roles into its temporary
+        collection (one left over from an earlier run is dropped first), then
+        _mergeAuthzCollections on admin with db "" (every database) and drop iff --drop. Each
+        temporary collection, once filled, is dropped afterwards even when the merge fails; a
+        failed drop is only logged. The documents are not counted in the restored total."""
+        merge: Document = {"_mergeAuthzCollections": 1}
+        filled: list[str] = []
+        try:
+            for coll, (kind, field, option, default) in AUTHZ_COLLECTIONS.items():
+                if coll not in spaces:
+                    continue
+                temp = str(self.opts.get(option, default))
+                log.always(f"restoring {kind} from archive {self.where}")
+                merge[field] = f"admin.{temp}"
+                listed = self.client.command(
+                    "admin", {"listCollections": 1, "filter": {"name": temp}}
+                )
+                if listed["cursor"]["firstBatch"]:
+                    log.info(f"dropping preexisting temporary collection admin.{temp}")
+                    try:
+                        self._cmd("admin", {"drop": temp})
+                    except CommandFailed as exc:
+                        raise ToolError(
+                            f"restore error: error dropping preexisting temporary collection "
+                            f"{temp}: {exc}"
+                        ) from exc
+                try:
+                    self._insert_all("admin", temp, spaces[coll], counted=False)
+                except (CommandFailed, ToolError) as exc:
+                    raise ToolError(f"restore error: error restoring {kind}: {exc}") from exc
+                filled.append(temp)
+            merge["drop"] = bool(self.opts.get("drop"))
+            merge["db"] = ""
+            try:
+                self._cmd("admin", merge)
+            except CommandFailed as exc:
+                raise ToolError(f"restore error: error running merge command: {exc}") from exc
+        finally:
+            for temp in filled:
+                try:
+                    self.client.command("admin", {"drop": temp})
+                except (CommandFailed, OSError) as exc:
+                    log.info(f"error dropping temporary collection admin.{temp}: {exc}")
 
     def replay(self, entries: list[bytes], limit: Timestamp | None) -> int:
         applied = 0
@@ -290,6 +401,9 @@ def _restore(argv: list[str]) -> None:
         return
     limit = _oplog_limit(opts.get("oplogLimit")) if opts.has("oplogLimit") else None
     settings = settings_from_options(opts)
+    if opts.has("oplogFile"):
+        _replay_oplog_file(opts, settings, limit)
+        return
     data, where = _read_input(opts.get("archive"), bool(opts.get("gzip")))
     try:
         parsed = archive.read_archive(data)
@@ -303,6 +417,7 @@ def _restore(argv: list[str]) -> None:
     with connected(settings) as client:
         restore = Restore(client, opts, where)
         log.info(f"preparing collections to restore from archive {where}")
+        authz: dict[str, list[bytes]] = {}
         for meta in parsed.metadata:
             key = (meta["db"], meta["collection"])
             ns = ".".join(key)
@@ -310,15 +425,14 @@ def _restore(argv: list[str]) -> None:
                 continue
             if (included and not included.match(ns)) or (excluded and excluded.match(ns)):
                 continue
-            if key[0] == "admin" and key[1] in USERS_AND_ROLES:
-                log.always(
-                    f"skipping {ns}: restoring users and roles is not supported by "
-                    "this test double of mongorestore"
-                )
+            if key[0] == "admin" and key[1] in AUTHZ_COLLECTIONS:
+                authz[key[1]] = parsed.documents[key]
                 continue
             if key[1].startswith("system."):
                 continue
             restore.collection(meta, parsed.documents[key])
+        if authz:
+            restore.users_and_roles(authz)
         if opts.has("oplogReplay"):
             if archive.OPLOG not in parsed.documents:
                 raise ToolError("no oplog file to replay; make sure you run mongodump with --oplog")
@@ -329,6 +443,17 @@ def _restore(argv: list[str]) -> None:
         f"{restore.restored} document(s) restored successfully. "
         f"{restore.failed} document(s) failed to restore."
     )
+
+
+def _replay_oplog_file(opts: Parsed, settings: Settings, limit: Timestamp | None) -> None:
+    """--oplogReplay --oplogFile=<file> <directory>: the file's entries in order, to the limit."""
+    entries = _bson_file(opts.get("oplogFile"))
+    with connected(settings) as client:
+        restore = Restore(client, opts, f"'{opts.get('dir')}'")
+        log.info("replaying oplog")
+        applied = restore.replay(entries, limit)
+        log.info(f"applied {applied} oplog entries")
+    log.always("0 document(s) restored successfully. 0 document(s) failed to restore.")
 
 
 def main(argv: list[str]) -> int:
