@@ -1,7 +1,9 @@
 """mongod's command line, its YAML configuration file, startup validation and JSON logging.
 
 Option errors behave like mongod: a message on stderr, "try '<argv0> --help' for more information",
-exit code 2. Checks that need the log (keyFile, dbPath, lock, listen) log and exit from server.py.
+exit code 2. Options that parse but that mongod's global initialization rejects (the TLS checks)
+give its fatal "Error during global initialization" line and exit code 1. Checks that need the log
+(keyFile, TLS certificates, dbPath, lock, listen) log and exit from server.py.
 """
 
 from __future__ import annotations
@@ -124,11 +126,34 @@ SET_PARAMETER_DEFAULTS: dict[str, Any] = {
     # Accepted for mongod's sake (the restore drill's scratch instance turns it off); the double has
     # no TTL monitor.
     "ttlMonitorEnabled": True,
+    # mongod's (startup only): verify TLS peers with the system's CA store, not net.tls.CAFile.
+    "tlsUseSystemCA": False,
+}
+
+# TLS protocol names of net.tls.disabledProtocols, with the backwards-compatible noTLS* aliases.
+TLS_PROTOCOLS = ("TLS1_0", "TLS1_1", "TLS1_2", "TLS1_3")
+# Options whose value mongod replaces with "<password>" in its log and in getCmdLineOpts.
+PASSWORD_OPTIONS = {
+    "net.tls.certificateKeyFilePassword": "--tlsCertificateKeyFilePassword",
+    "net.tls.clusterPassword": "--tlsClusterPassword",
 }
 
 
 class OptionError(Exception):
     """Bad command line or configuration: mongod prints it and exits 2."""
+
+
+class InitializationError(Exception):
+    """An option that parses but that mongod's startup (its global initialization) rejects, with
+    the error's code and code name: mongod logs "Error during global initialization" and exits 1."""
+
+    def __init__(self, code: int, code_name: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.code_name = code_name
+
+    def error(self) -> dict[str, Any]:
+        return {"code": self.code, "codeName": self.code_name, "errmsg": str(self)}
 
 
 def fail_options(message: str) -> NoReturn:
@@ -201,6 +226,35 @@ def parse_config_text(text: str) -> dict[str, Any]:
 
 
 @dataclass
+class TlsOptions:
+    """net.tls.*, as mongod stores them (paths made absolute, TLS 1.0 disabled by default)."""
+
+    mode: str = "disabled"
+    certificate_key_file: str | None = None
+    certificate_key_file_password: str | None = None
+    cluster_file: str | None = None
+    cluster_password: str | None = None
+    ca_file: str | None = None
+    crl_file: str | None = None
+    allow_connections_without_certificates: bool = False
+    allow_invalid_certificates: bool = False
+    allow_invalid_hostnames: bool = False
+    use_system_ca: bool = False
+    disabled_protocols: list[str] = field(default_factory=lambda: ["TLS1_0"])
+    # True when disabledProtocols was not set: mongod then logs that it disabled TLS 1.0 itself.
+    implicit_tls10_disabled: bool = True
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "disabled"
+
+    @property
+    def egress(self) -> bool:
+        """Whether the member's own connections to its peers use TLS (preferTLS, requireTLS)."""
+        return self.mode in ("preferTLS", "requireTLS")
+
+
+@dataclass
 class Settings:
     argv: list[str]
     parsed: dict[str, Any]
@@ -218,7 +272,7 @@ class Settings:
     unix_socket: bool = True
     unix_socket_prefix: str = "/tmp"
     unix_socket_mode: int = 0o700
-    tls_mode: str = "disabled"
+    tls: TlsOptions = field(default_factory=lambda: TlsOptions())
     parameters: dict[str, Any] = field(default_factory=lambda: dict(SET_PARAMETER_DEFAULTS))
 
     def parameter(self, name: str) -> Any:
@@ -243,6 +297,8 @@ class _Parser:
         "--tlsCertificateKeyFilePassword": "net.tls.certificateKeyFilePassword",
         "--tlsCAFile": "net.tls.CAFile",
         "--tlsClusterFile": "net.tls.clusterFile",
+        "--tlsClusterPassword": "net.tls.clusterPassword",
+        "--tlsCRLFile": "net.tls.CRLFile",
         "--tlsDisabledProtocols": "net.tls.disabledProtocols",
         "--clusterAuthMode": "security.clusterAuthMode",
         "--oplogSize": "replication.oplogSizeMB",
@@ -432,8 +488,137 @@ def load_settings(argv: list[str]) -> Settings | str:
     settings.unix_socket_mode = int(
         str(options.get("net.unixDomainSocket.filePermissions", "0700")), 8
     )
-    settings.tls_mode = options.get("net.tls.mode", "disabled")
+    try:
+        settings.tls = _tls_options(options, settings.parameters)
+    except InitializationError as exc:
+        fail_initialization(exc)
+    _redact_passwords(settings)
     return settings
+
+
+def fail_initialization(exc: InitializationError) -> NoReturn:
+    """mongod's answer to an option its global initialization rejects: a fatal log line on the
+    console (the log file is not open yet) and exit 1."""
+    Log(None, False, "rename").write(
+        "F", "CONTROL", 20574, "main", "Error during global initialization", {"error": exc.error()}
+    )
+    raise SystemExit(EXIT_FAILURE)
+
+
+def _disabled_protocols(value: str) -> list[str]:
+    if value == "none":  # overrides the implicit disabling of TLS 1.0
+        return []
+    out: list[str] = []
+    for token in value.split(","):
+        name = token[2:] if token.startswith("no") else token
+        if name not in TLS_PROTOCOLS:
+            raise InitializationError(2, "BadValue", f"Unrecognized disabledProtocols '{token}'")
+        out.append(name)
+    return out
+
+
+def _tls_options(options: dict[str, Any], parameters: dict[str, Any]) -> TlsOptions:
+    """net.tls.* with mongod's checks (ssl_options_server.cpp, in its order), then the chain of
+    trust that mongod requires since 7.0.6 (SERVER-72839)."""
+
+    def path(key: str) -> str | None:
+        value = options.get(key)
+        return None if value is None else str(Path(value).absolute())
+
+    tls = TlsOptions(mode=options.get("net.tls.mode", "disabled"))
+    tls.certificate_key_file = path("net.tls.certificateKeyFile")
+    tls.certificate_key_file_password = options.get("net.tls.certificateKeyFilePassword")
+    tls.cluster_file = path("net.tls.clusterFile")
+    tls.cluster_password = options.get("net.tls.clusterPassword")
+    tls.ca_file = path("net.tls.CAFile")
+    tls.crl_file = path("net.tls.CRLFile")
+    tls.allow_connections_without_certificates = bool(
+        options.get("net.tls.allowConnectionsWithoutCertificates", False)
+    )
+    tls.allow_invalid_certificates = bool(options.get("net.tls.allowInvalidCertificates", False))
+    tls.allow_invalid_hostnames = bool(options.get("net.tls.allowInvalidHostnames", False))
+    tls.use_system_ca = bool(parameters.get("tlsUseSystemCA", False))
+    if "net.tls.disabledProtocols" in options:
+        tls.disabled_protocols = _disabled_protocols(options["net.tls.disabledProtocols"])
+        tls.implicit_tls10_disabled = False
+    cluster_auth = options.get("security.clusterAuthMode", "keyFile")
+    allows_x509 = cluster_auth in ("sendKeyFile", "sendX509", "x509")
+    if tls.enabled:
+        if not tls.certificate_key_file:
+            raise InitializationError(
+                2,
+                "BadValue",
+                "need tlsCertificateKeyFile or certificateSelector when TLS is enabled",
+            )
+        if tls.crl_file and not tls.ca_file:
+            raise InitializationError(2, "BadValue", "need tlsCAFile with tlsCRLFile")
+        if not tls.ca_file and allows_x509:
+            raise InitializationError(
+                2,
+                "BadValue",
+                "No TLS certificate validation can be performed since no CA file has been "
+                "provided; please specify an tlsCAFile parameter",
+            )
+    elif (
+        any(
+            options.get(key) is not None
+            for key in (
+                "net.tls.certificateKeyFile",
+                "net.tls.certificateKeyFilePassword",
+                "net.tls.clusterFile",
+                "net.tls.clusterPassword",
+                "net.tls.CAFile",
+                "net.tls.CRLFile",
+                "net.tls.disabledProtocols",
+            )
+        )
+        or tls.allow_connections_without_certificates
+    ):
+        raise InitializationError(
+            2,
+            "BadValue",
+            "need to enable TLS via the sslMode/tlsMode flag when using TLS configuration "
+            "parameters",
+        )
+    if allows_x509 and not tls.enabled:
+        raise InitializationError(2, "BadValue", "need to enable TLS via the tlsMode flag")
+    if (
+        tls.mode == "allowTLS"
+        and cluster_auth in ("sendX509", "x509")
+        and not options.get("security.transitionToAuth")
+    ):
+        raise InitializationError(
+            2, "BadValue", "cannot have x.509 cluster authentication in allowTLS mode"
+        )
+    if tls.enabled and tls.ca_file is None and not tls.use_system_ca:
+        raise InitializationError(
+            72,
+            "InvalidOptions",
+            "The use of TLS without specifying a chain of trust is no longer supported",
+        )
+    if tls.enabled and tls.ca_file is not None and tls.use_system_ca:
+        raise InitializationError(
+            72,
+            "InvalidOptions",
+            "The use of both a CA File and the System Certificate store is not supported.",
+        )
+    return tls
+
+
+def _redact_passwords(settings: Settings) -> None:
+    """Passwords never reach the log or getCmdLineOpts: mongod shows "<password>" instead."""
+    for path in PASSWORD_OPTIONS:
+        if path in settings.parsed:
+            settings.parsed[path] = "<password>"
+    flags = set(PASSWORD_OPTIONS.values())
+    argv = settings.argv
+    for i, arg in enumerate(argv):
+        name, eq, _ = arg.partition("=")
+        if name in flags:
+            if eq:
+                argv[i] = f"{name}=<password>"
+            elif i + 1 < len(argv):
+                argv[i + 1] = "<password>"
 
 
 def _expand_bind_ips(value: str, ipv6: bool) -> list[str]:

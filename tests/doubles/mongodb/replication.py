@@ -525,7 +525,9 @@ class Replication:
         if host in self._is_self_answers:
             return self._is_self_answers[host]
         try:
-            client = await WireClient.connect(name, port, timeout=IS_SELF_TIMEOUT)
+            client = await WireClient.connect(
+                name, port, timeout=IS_SELF_TIMEOUT, tls=self.node.egress_tls
+            )
         except (OSError, TimeoutError):
             return False
         try:
@@ -558,7 +560,7 @@ class Replication:
         name, port = split_host(host)
         deadline = time.monotonic() + timeout
         try:
-            client = await WireClient.connect(name, port, timeout=timeout)
+            client = await WireClient.connect(name, port, timeout=timeout, tls=self.node.egress_tls)
         except ConnectionRefusedError as exc:
             raise ConnectionError(
                 f"Error connecting to {host} :: caused by :: Connection refused"

@@ -8,13 +8,14 @@ import errno
 import os
 import signal
 import socket
+import ssl
 import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from . import auth, config, wire
+from . import auth, config, tls, wire
 from .bson_codec import Document, Int64, ObjectId
 from .commands import HELLO_NAMES, CloseConnection, Commands, Connection
 from .errors import MongoError
@@ -35,12 +36,18 @@ class Node:
     """One mongod process: settings, storage, replication state and the client connections."""
 
     def __init__(
-        self, settings: config.Settings, log: config.Log, storage: Storage, key: str | None
+        self,
+        settings: config.Settings,
+        log: config.Log,
+        storage: Storage,
+        key: str | None,
+        tls_state: tls.Tls | None = None,
     ) -> None:
         self.settings = settings
         self.log = log
         self.storage = storage
         self.key = key
+        self.tls = tls_state
         self.hostname = socket.gethostname()
         self.process_id = ObjectId()
         self.topology_counter = 0
@@ -114,6 +121,12 @@ class Node:
         _, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         for task in pending:
             task.cancel()
+
+    @property
+    def egress_tls(self) -> ssl.SSLContext | None:
+        """The TLS context of this member's connections to its peers (heartbeats, oplog fetch,
+        elections, isSelf): None, plaintext, unless net.tls.mode is preferTLS or requireTLS."""
+        return self.tls.egress if self.tls is not None else None
 
     def hello_fields(self, legacy: bool) -> Document:
         if self.repl is None:
@@ -190,12 +203,19 @@ class Node:
     ) -> None:
         peername = writer.get_extra_info("peername")
         peer = peername[0] if isinstance(peername, tuple) else None
-        await self.serve_connection(reader, writer, peer)
+        await self.serve_connection(reader, writer, peer, sniff_tls=self.tls is not None)
 
     async def serve_connection(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str | None
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        peer: str | None,
+        sniff_tls: bool = False,
     ) -> None:
-        """Serve one client; `peer` is the remote IP address, None for the unix socket."""
+        """Serve one client; `peer` is the remote IP address, None for the unix socket.
+
+        With `sniff_tls` the transport has not read anything yet (tls.HeldReadingProtocol): the
+        first bytes decide between a TLS handshake and plaintext, as net.tls.mode allows."""
         self.total_connections += 1
         self.open_connections += 1
         conn = Connection(self.total_connections, peer)
@@ -212,6 +232,8 @@ class Node:
         assert task is not None
         self._connections[task] = writer
         try:
+            if sniff_tls and not await self._ingress_tls(conn, writer, peer):
+                return
             while True:
                 request_id, _, op_code, payload = await wire.read_frame(reader)
                 async for reply in self._handle(conn, request_id, op_code, payload):
@@ -239,6 +261,78 @@ class Node:
                 connectionId=conn.conn_id,
             )
             writer.close()
+
+    async def _ingress_tls(
+        self, conn: Connection, writer: asyncio.StreamWriter, peer: str | None
+    ) -> bool:
+        """TLS or plaintext for an accepted connection, as mongod decides: False when the
+        connection must be closed (plaintext under requireTLS, a failed handshake, a client
+        certificate missing where one is required), with mongod's log lines."""
+        assert self.tls is not None
+        ctx = f"conn{conn.conn_id}"
+        remote = peer or "anonymous unix socket"
+        header = await tls.peek_header(writer)
+        if len(header) < tls.HEADER_SIZE:
+            return False  # closed by the client before sending a message
+        transport = writer.transport
+        assert isinstance(transport, asyncio.ReadTransport)
+        if not tls.is_tls_hello(header):
+            if self.tls.require:
+                self._end_with_error(
+                    ctx,
+                    "SSLHandshakeFailed: The server is configured to only allow SSL connections",
+                )
+                return False
+            if self.tls.options.mode == "preferTLS":
+                self.log.info(
+                    "NETWORK",
+                    23838,
+                    ctx,
+                    "SSL mode is set to 'preferred' and connection to remote is not using SSL.",
+                    connectionId=conn.conn_id,
+                    remote=remote,
+                )
+            transport.resume_reading()
+            return True
+        try:
+            await writer.start_tls(self.tls.ingress)
+        except (ssl.SSLError, OSError, EOFError) as exc:
+            reason = tls.verify_failure(exc)
+            if reason is not None:
+                message = f"SSL peer certificate validation failed: {reason}"
+                self.log.error(
+                    "NETWORK", 23256, ctx, "SSL peer certificate validation failed", error=message
+                )
+            else:
+                message = str(exc) or type(exc).__name__
+            self._end_with_error(ctx, f"SSLHandshakeFailed: {message}")
+            return False
+        ssl_object = writer.get_extra_info("ssl_object")
+        has_certificate = ssl_object is not None and ssl_object.getpeercert() is not None
+        if not has_certificate and self.tls.requests_certificates:
+            if not self.tls.options.allow_connections_without_certificates:
+                self.log.error(
+                    "NETWORK",
+                    23255,
+                    ctx,
+                    "No SSL certificate provided by peer; connection rejected",
+                )
+                self._end_with_error(
+                    ctx,
+                    "SSLHandshakeFailed: no SSL certificate provided by peer; connection rejected",
+                )
+                return False
+            self.log.warning("NETWORK", 23234, ctx, "No SSL certificate provided by peer")
+        return True
+
+    def _end_with_error(self, ctx: str, error: str) -> None:
+        self.log.warning(
+            "NETWORK",
+            22988,
+            ctx,
+            "Error receiving request from client; closing connection",
+            error=error,
+        )
 
     async def _handle(
         self, conn: Connection, request_id: int, op_code: int, payload: bytes
@@ -305,11 +399,21 @@ class Node:
 
     # Lifecycle
 
+    def _protocol(self) -> asyncio.StreamReaderProtocol:
+        """asyncio.start_server's protocol; with TLS enabled, one that holds reading back until
+        the first bytes have been peeked at (see _ingress_tls)."""
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=2**16, loop=loop)
+        if self.tls is None:
+            return asyncio.StreamReaderProtocol(reader, self._serve_connection, loop=loop)
+        return tls.HeldReadingProtocol(reader, self._serve_connection, loop=loop)
+
     async def _listen(self) -> None:
+        loop = asyncio.get_running_loop()
         for address in self.settings.bind_ips:
             try:
-                server = await asyncio.start_server(
-                    self._serve_connection, address, self.settings.port, reuse_address=True
+                server = await loop.create_server(
+                    self._protocol, address, self.settings.port, reuse_address=True
                 )
             except OSError as exc:
                 message = (
@@ -330,7 +434,7 @@ class Node:
         if self.settings.unix_socket:
             path = Path(self.settings.unix_socket_prefix) / f"mongodb-{self.settings.port}.sock"
             path.unlink(missing_ok=True)
-            server = await asyncio.start_unix_server(self._serve_connection, path)
+            server = await loop.create_unix_server(self._protocol, path)
             path.chmod(self.settings.unix_socket_mode)
             self._socket_path = str(path)
             self._servers.append(server)
@@ -362,7 +466,7 @@ class Node:
             "listener",
             "Waiting for connections",
             port=self.settings.port,
-            ssl="off",
+            ssl="on" if self.tls is not None else "off",
         )
         if ready is not None:
             ready()
@@ -448,16 +552,34 @@ def main(argv: list[str]) -> int:
         sys.stdout.write(result)
         return config.EXIT_CLEAN
     settings = result
-    if settings.tls_mode != "disabled":
-        print(
-            f"net.tls.mode {settings.tls_mode}: TLS is not implemented by this server build",
-            file=sys.stderr,
-        )
-        return config.EXIT_FAILURE
     try:
         log = config.Log(settings.log_path, settings.log_append, settings.log_rotate)
     except OSError as exc:
         print(f"Failed to open {settings.log_path}: {exc.strerror}", file=sys.stderr)
+        return config.EXIT_FAILURE
+    if settings.tls.implicit_tls10_disabled:
+        log.info(
+            "CONTROL",
+            23285,
+            "main",
+            "Automatically disabling TLS 1.0, to force-enable TLS 1.0 specify "
+            "--sslDisabledProtocols 'none'",
+        )
+    # mongod sets TLS up during its global initialization, before forking and before the
+    # "MongoDB starting" line; a failure ends the process with exit code 1.
+    try:
+        tls_state = tls.setup(settings.tls, log)
+    except tls.TlsSetupError as exc:
+        log.write(
+            "F",
+            "CONTROL",
+            20574,
+            "main",
+            "Error during global initialization",
+            {"error": exc.error()},
+        )
+        print(f"{exc.code_name}: {exc}", file=sys.stderr)
+        log.close()
         return config.EXIT_FAILURE
     ready = None
     if settings.fork:
@@ -512,7 +634,7 @@ def main(argv: list[str]) -> int:
         )
 
     async def run() -> int:
-        node = Node(settings, log, storage, key)
+        node = Node(settings, log, storage, key, tls_state)
         if node.repl is not None:
             node.repl.load()
         return await node.run(ready)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import ssl
 import struct
 from dataclasses import dataclass, field
 
@@ -170,8 +171,15 @@ class WireClient:
         self.broken = False
 
     @classmethod
-    async def connect(cls, host: str, port: int, timeout: float) -> WireClient:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    async def connect(
+        cls, host: str, port: int, timeout: float, tls: ssl.SSLContext | None = None
+    ) -> WireClient:
+        """Open a connection within `timeout` (TLS handshake included). With `tls`, the peer's
+        certificate is verified against `host` as the context says (check_hostname)."""
+        opening = asyncio.open_connection(
+            host, port, ssl=tls, server_hostname=host if tls is not None else None
+        )
+        reader, writer = await asyncio.wait_for(opening, timeout)
         return cls(reader, writer)
 
     async def command(self, db: str, body: Document, timeout: float) -> Document:

@@ -79,6 +79,14 @@ class RawConnection:
         )
         self.next_id = 100
 
+    @classmethod
+    def on_socket(cls, sock: socket.socket) -> RawConnection:
+        """A raw client over a socket connected elsewhere (a TLS socket, for one)."""
+        raw = cls.__new__(cls)
+        raw.sock = sock
+        raw.next_id = 100
+        return raw
+
     def close(self) -> None:
         self.sock.close()
 
@@ -166,6 +174,8 @@ class Mongod:
     proc: subprocess.Popen[bytes]
     host: str = "127.0.0.1"
     extra: list[str] = field(default_factory=list)
+    # pymongo options every client of this server needs (TLS: tls, tlsCAFile, ...).
+    client_options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def address(self) -> str:
@@ -175,6 +185,7 @@ class Mongod:
         self, user: str | None = None, password: str | None = None, **options: Any
     ) -> pymongo.MongoClient[dict[str, Any]]:
         kwargs: dict[str, Any] = {"directConnection": True, "serverSelectionTimeoutMS": 5000}
+        kwargs.update(self.client_options)
         if user is not None:
             kwargs.update(username=user, password=password)
         kwargs.update(options)
@@ -248,7 +259,10 @@ class Launcher:
         workdir: Path | None = None,
         env: dict[str, str] | None = None,
         bind_ip: str = "127.0.0.1",
+        client_options: dict[str, Any] | None = None,
     ) -> Mongod:
+        """Start a server and wait until it listens. `client_options` are the pymongo options
+        its clients need (a TLS server: tls=True, tlsCAFile, tlsCertificateKeyFile)."""
         work = workdir or self.workdir()
         port = port or free_port()
         log_path = work / "mongod.log"
@@ -267,7 +281,13 @@ class Launcher:
         ]
         proc = self.popen(args, env)
         node = Mongod(
-            port, work / "db", log_path, proc, host=bind_ip.split(",")[0], extra=list(extra or [])
+            port,
+            work / "db",
+            log_path,
+            proc,
+            host=bind_ip.split(",")[0],
+            extra=list(extra or []),
+            client_options=dict(client_options or {}),
         )
         self.started.append(node)
 
@@ -286,7 +306,13 @@ class Launcher:
     def restart(self, node: Mongod) -> Mongod:
         node.stop()
         self.started.remove(node)
-        return self.start(node.extra, port=node.port, workdir=node.dbpath.parent, bind_ip=node.host)
+        return self.start(
+            node.extra,
+            port=node.port,
+            workdir=node.dbpath.parent,
+            bind_ip=node.host,
+            client_options=node.client_options,
+        )
 
     def stop_all(self, grace: float = 3.0) -> None:
         """SIGTERM every server, SIGKILL those still running after `grace` seconds: a primary
@@ -372,11 +398,18 @@ def wait_primary(node: Mongod, timeout: float = 20) -> None:
         client.close()
 
 
-def secured_set(launcher: Launcher, admin_password: str) -> list[Mongod]:
+def secured_set(
+    launcher: Launcher,
+    admin_password: str,
+    extra: list[str] | None = None,
+    client_options: dict[str, Any] | None = None,
+) -> list[Mongod]:
     """Three members with a keyFile, initiated through the localhost exception, with an admin
-    (user admin, role root) whose password is admin_password."""
+    (user admin, role root) whose password is admin_password. `extra` options (TLS, for one) go
+    to every member, whose clients use `client_options`."""
     key = launcher.key_file()
-    nodes = [launcher.start(["--replSet", "rs0", "--keyFile", str(key)]) for _ in range(3)]
+    args = ["--replSet", "rs0", "--keyFile", str(key), *(extra or [])]
+    nodes = [launcher.start(args, client_options=client_options) for _ in range(3)]
     local = nodes[0].client()
     local.admin.command("replSetInitiate", replset_config("rs0", nodes))
     wait_primary(nodes[0])
