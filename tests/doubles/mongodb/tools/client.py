@@ -4,7 +4,8 @@ Standard library and the double's own codec only, so the tools run under Debian'
 Server selection follows the driver rules the tools rely on: one host without `replicaSet` is a
 direct connection; otherwise members are discovered from `hello` and chosen by read preference
 (hidden members are never listed in `hello`, so they are never chosen). Selection is retried
-until `serverSelectionTimeoutMS` (default 30 s) passes.
+until `serverSelectionTimeoutMS` (default 30 s) passes. With TLS (tls.py) every connection is
+wrapped in one client context and checks the server's certificate against the host name it dials.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import contextlib
 import json
 import re
 import socket
+import ssl
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -22,7 +24,8 @@ from .. import bson_codec, wire
 from ..auth import ScramClient
 from ..bson_codec import Binary, Document
 from ..errors import MongoError
-from .common import Parsed, ToolError, UsageError, read_config_file
+from . import tls
+from .common import Parsed, ToolError, UsageError, log, read_config_file
 
 MODES = ("primary", "primaryPreferred", "secondary", "secondaryPreferred", "nearest")
 _MODE_NAMES = {m.lower(): m for m in MODES}
@@ -53,6 +56,12 @@ class Settings:
     uri_db: str | None = None
     redacted: str = ""
     options: dict[str, str] = field(default_factory=dict)
+    tls: tls.TlsOptions = field(default_factory=tls.TlsOptions)
+    # Options of the connection string the Go driver does not parse (mongo-tools warn about them).
+    unsupported: list[str] = field(default_factory=list)
+    # The TLS client context, made with the options as mongo-tools configure their client before
+    # doing anything else (so mongorestore fails on it before reading an archive).
+    context: ssl.SSLContext | None = None
 
 
 def _split_host(text: str) -> tuple[str, int]:
@@ -102,9 +111,11 @@ def parse_uri(uri: str) -> Settings:
     settings.uri_db = urllib.parse.unquote(path) or None
     for key, value in urllib.parse.parse_qsl(query, keep_blank_values=True):
         settings.options[key.lower()] = value
+        if key.lower() in tls.UNSUPPORTED_URI_OPTIONS:
+            settings.unsupported.append(key.lower())
+        else:
+            settings.tls.apply_uri_option(key, value)
     opts = settings.options
-    if opts.get("tls", opts.get("ssl", "false")).lower() == "true":
-        raise UsageError("TLS connections are not supported by this test double of mongo-tools")
     settings.replica_set = opts.get("replicaset")
     settings.auth_source = opts.get("authsource")
     settings.mechanism = opts.get("authmechanism")
@@ -117,7 +128,8 @@ def parse_uri(uri: str) -> Settings:
     if "connecttimeoutms" in opts:
         settings.connect_timeout = int(opts["connecttimeoutms"]) / 1000
     shown = f"{settings.username}:<redacted>@" if at else ""
-    settings.redacted = f"mongodb://{shown}{hostlist}/{path}" + (f"?{query}" if query else "")
+    shown_query = tls.redact_uri_query(query)
+    settings.redacted = f"mongodb://{shown}{hostlist}/{path}" + (f"?{shown_query}" if query else "")
     return settings
 
 
@@ -160,29 +172,52 @@ def settings_from_options(opts: Parsed) -> Settings:
         settings.mechanism = opts.get("authenticationMechanism")
     if opts.has("readPreference"):
         settings.read_preference = parse_read_preference(opts.get("readPreference"))
-    if opts.has("ssl") or opts.has("tls"):
-        raise UsageError("TLS connections are not supported by this test double of mongo-tools")
+    settings.tls = tls.merge_flags(settings.tls, opts, config)
+    for name in settings.unsupported:
+        log.always(f"WARNING: ignoring unsupported URI parameter '{name}'")
     if settings.username and settings.password is None:
         raise ToolError(
             "can't create session: no password given for user "
             f"{settings.username}: use --password, the uri or --config"
         )
+    tls.ask_key_password(settings.tls)
+    if settings.tls.enabled:
+        settings.context = tls.context(settings.tls)
     return settings
 
 
 class Connection:
-    """One socket to one server, speaking OP_MSG."""
+    """One socket to one server, speaking OP_MSG; over TLS when given a client context."""
 
-    def __init__(self, host: str, port: int, timeout: float) -> None:
+    def __init__(
+        self, host: str, port: int, timeout: float, context: ssl.SSLContext | None = None
+    ) -> None:
         self.address = f"{host}:{port}"
+        self.host = host
         try:
-            self.sock = socket.create_connection((host, port), timeout=timeout)
+            sock = socket.create_connection((host, port), timeout=timeout)
         except ConnectionRefusedError as exc:
             raise OSError(f"dial tcp {self.address}: connect: connection refused") from exc
         except TimeoutError as exc:
             raise OSError(f"dial tcp {self.address}: i/o timeout") from exc
-        self.sock.settimeout(max(timeout, 60.0))
         self.hello: Document = {}
+        if context is not None:
+            try:
+                sock = context.wrap_socket(sock, server_hostname=host)
+            except OSError as exc:
+                sock.close()
+                raise self._failure(exc) from exc
+        self.sock = sock
+        self.sock.settimeout(max(timeout, 60.0))
+
+    def _failure(self, exc: OSError) -> OSError:
+        """A TLS error or a reset as the driver reports it: during the connection handshake (TLS,
+        then the first hello, which a server that refuses the client's certificate after TLS
+        1.3's handshake may answer with an alert) or on an established connection."""
+        detail = tls.describe(exc, self.host)
+        if not self.hello:
+            return OSError(f"connection() error occurred during connection handshake: {detail}")
+        return OSError(f"connection({self.address}) {detail}")
 
     def close(self) -> None:
         self.sock.close()
@@ -190,7 +225,10 @@ class Connection:
     def _read(self, size: int) -> bytes:
         chunks = []
         while size:
-            chunk = self.sock.recv(size)
+            try:
+                chunk = self.sock.recv(size)
+            except (ssl.SSLError, ConnectionResetError) as exc:
+                raise self._failure(exc) from exc
             if not chunk:
                 raise OSError(f"connection to {self.address} closed")
             chunks.append(chunk)
@@ -201,7 +239,10 @@ class Connection:
         request = dict(body)
         request["$db"] = db
         request_id = wire.next_request_id()
-        self.sock.sendall(wire.encode_op_msg(request_id, 0, request))
+        try:
+            self.sock.sendall(wire.encode_op_msg(request_id, 0, request))
+        except (ssl.SSLError, ConnectionResetError) as exc:
+            raise self._failure(exc) from exc
         header = self._read(wire.HEADER.size)
         length, _, response_to, op_code = wire.HEADER.unpack(header)
         payload = self._read(length - wire.HEADER.size)
@@ -275,7 +316,7 @@ class Client:
         self.topology = "Single"
 
     def _probe(self, host: str, port: int) -> Connection:
-        conn = Connection(host, port, self.settings.connect_timeout)
+        conn = Connection(host, port, self.settings.connect_timeout, self.settings.context)
         hello: Document = {"hello": 1, "helloOk": True}
         if self.settings.username:
             source = self._auth_source()

@@ -3,7 +3,10 @@
 mongo-tools 100.x rules kept here: every failure, bad options included, exits 1; log lines go to
 stderr as `<timestamp>\\t<message>`; `--archive` takes its value only with `=`; a positional
 argument is a connection string and only one is allowed; `--config` is a YAML file that may hold
-only `password`, `uri` and `sslPEMKeyPassword`.
+only `password`, `uri` and `sslPEMKeyPassword` (the client key's password, so that it need not be
+on the command line). The TLS flags are mongo-tools' (`--ssl`, `--sslCAFile`, `--sslPEMKeyFile`,
+`--sslPEMKeyPassword`, `--sslCRLFile`, `--sslFIPSMode`, `--tlsInsecure` and the deprecated
+`--sslAllowInvalidCertificates`/`--sslAllowInvalidHostnames`); see tls.py.
 """
 
 from __future__ import annotations
@@ -42,8 +45,16 @@ COMMON_FLAGS: dict[str, tuple[str, str | None, bool]] = {
     "gzip": (NONE, None, False),
     "archive": (OPTIONAL, None, False),
     "numParallelCollections": (REQUIRED, "j", False),
+    # TLS, under mongo-tools' names (their help text has no --tls, --tlsCAFile... aliases).
     "ssl": (NONE, None, False),
-    "tls": (NONE, None, False),
+    "sslCAFile": (REQUIRED, None, False),
+    "sslPEMKeyFile": (REQUIRED, None, False),
+    "sslPEMKeyPassword": (REQUIRED, None, False),
+    "sslCRLFile": (REQUIRED, None, False),
+    "sslFIPSMode": (NONE, None, False),
+    "tlsInsecure": (NONE, None, False),
+    "sslAllowInvalidCertificates": (NONE, None, False),  # hidden and deprecated in mongo-tools
+    "sslAllowInvalidHostnames": (NONE, None, False),  # hidden and deprecated in mongo-tools
 }
 
 

@@ -44,6 +44,9 @@ Export the content of a running server into an archive (test double of mongo-too
   --authenticationMechanism, --config=<yaml with password/uri>, --readPreference=<mode|json>,
   -d/--db, -c/--collection, --excludeCollection, --archive[=<file>], --gzip, --oplog,
   -j/--numParallelCollections, --dumpDbUsersAndRoles, -v/--verbose, --quiet, --help, --version
+  TLS: --ssl, --sslCAFile, --sslPEMKeyFile, --sslPEMKeyPassword (or sslPEMKeyPassword in --config),
+  --tlsInsecure, --sslCRLFile, --sslFIPSMode; uri: tls/ssl, tlsCAFile, tlsCertificateKeyFile,
+  tlsCertificateKeyFilePassword, tlsInsecure
 """
 
 

@@ -66,6 +66,9 @@ Restore an archive made by mongodump (test double of mongo-tools).
   --oplogLimit=<secs>[:ord], --nsInclude, --nsExclude, -d/--db, -c/--collection, --stopOnError,
   --writeConcern, --noIndexRestore, --maintainInsertionOrder, --tempUsersColl, --tempRolesColl,
   -v/--verbose, --quiet, --help
+  TLS: --ssl, --sslCAFile, --sslPEMKeyFile, --sslPEMKeyPassword (or sslPEMKeyPassword in --config),
+  --tlsInsecure, --sslCRLFile, --sslFIPSMode; uri: tls/ssl, tlsCAFile, tlsCertificateKeyFile,
+  tlsCertificateKeyFilePassword, tlsInsecure
 """
 
 
