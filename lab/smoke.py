@@ -1,6 +1,6 @@
-"""The lab's smoke check: a request through the load balancer, the replica set's state and a
-first backup, each against the running platform. A check is `passed` or `failed`, never faked;
-`make lab` fails when any check failed.
+"""The lab's smoke check: a request through the load balancer, the replica set's state, a
+first backup and an oplog archive, each against the running platform. A check is `passed` or
+`failed`, never faked; `make lab` fails when any check failed.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from lab import aws
-from lab.settings import STATE_DIR, Lab, storage
+from lab.settings import STATE_DIR, Host, Lab, storage
 
 PASSED, FAILED = "passed", "failed"
 LB_HTTP_PORT = 80  # lab/lb.yml
@@ -45,6 +45,9 @@ HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 # the deploy user's directory), and the pointer it replaces after each backup.
 BACKUP_COMMAND = "cd / && sudo -n -u clinic-backup /usr/local/sbin/clinic-backup"
 BACKUP_POINTER = "backups/lab/latest"
+# The oplog archive (point-in-time recovery) as its cron line runs it, and its pointer.
+OPLOG_COMMAND = "cd / && sudo -n -u clinic-backup /usr/local/sbin/clinic-oplog-archive"
+OPLOG_POINTER = "backups/lab/oplog-latest"
 
 
 @dataclass
@@ -164,39 +167,81 @@ def request_through_load_balancer(lab: Lab) -> Check:
     )
 
 
-def first_backup(lab: Lab) -> Check:
-    """The backup member (MongoDBMember=hidden) takes a backup as its cron job would, and the new
-    `latest` pointer in the backup bucket names an SSE-KMS archive whose sha256 it records."""
-    name = "first backup"
+@dataclass
+class JobRun:
+    """A job run on the backup member, the pointer it replaced, and where that pointer lives."""
+
+    member: Host
+    pointer: dict[str, Any]
+    s3: Any
+    bucket: str
+
+
+def run_job(lab: Lab, name: str, command: str, key: str) -> Check | JobRun:
+    """One job run on the backup member (MongoDBMember=hidden) as its cron line runs it, which must
+    succeed and replace the pointer at `key`: a failed check, or the run."""
     members = [h for h in lab.by_role("mongodb") if h.tags.get("MongoDBMember") == "hidden"]
     if not members:
         return Check(name, FAILED, "lab/platforms.yml tags no member MongoDBMember=hidden")
     member = members[0]
     s3 = aws.client("s3", lab.endpoint)
     bucket = storage()["clinic_backup_bucket"]
-    before = backup_pointer(s3, bucket)
-    result = ssh(lab, member.address, BACKUP_COMMAND, "", timeout=600)
+    before = backup_pointer(s3, bucket, key)
+    result = ssh(lab, member.address, command, "", timeout=600)
     events = [line.get("event") for line in json_lines(result.stdout)]
     if result.returncode or events[-1:] != ["succeeded"]:
         tail = (result.stdout + result.stderr).strip().splitlines()[-3:]
         return Check(name, FAILED, f"{member.container}: exit {result.returncode}: {tail}")
-    pointer = backup_pointer(s3, bucket)
+    pointer = backup_pointer(s3, bucket, key)
     if pointer is None or pointer == before:
-        return Check(name, FAILED, f"s3://{bucket}/{BACKUP_POINTER} was not replaced")
-    archive = s3.get_object(Bucket=bucket, Key=pointer["archive"])
+        return Check(name, FAILED, f"s3://{bucket}/{key} was not replaced")
+    return JobRun(member, pointer, s3, bucket)
+
+
+def first_backup(lab: Lab) -> Check:
+    """The backup member takes a backup as its cron job would, and the new `latest` pointer in the
+    backup bucket names an SSE-KMS archive whose sha256 it records."""
+    name = "first backup"
+    run = run_job(lab, name, BACKUP_COMMAND, BACKUP_POINTER)
+    if isinstance(run, Check):
+        return run
+    pointer = run.pointer
+    archive = run.s3.get_object(Bucket=run.bucket, Key=pointer["archive"])
     digest = hashlib.sha256(archive["Body"].read()).hexdigest()
     ok = digest == pointer["sha256"] and archive.get("ServerSideEncryption") == "aws:kms"
     detail = (
-        f"{member.container}: s3://{bucket}/{pointer['archive']}, {pointer['bytes']} bytes, "
-        f"sha256 {'matches' if digest == pointer['sha256'] else 'DIFFERS'}, "
+        f"{run.member.container}: s3://{run.bucket}/{pointer['archive']}, {pointer['bytes']} "
+        f"bytes, sha256 {'matches' if digest == pointer['sha256'] else 'DIFFERS'}, "
         f"encryption {archive.get('ServerSideEncryption', 'none')}"
     )
     return Check(name, PASSED if ok else FAILED, detail)
 
 
-def backup_pointer(s3: Any, bucket: str) -> dict[str, Any] | None:
+def oplog_archive(lab: Lab) -> Check:
+    """The backup member archives its oplog as the job's cron line would (point-in-time recovery):
+    `oplog-latest` names a new slice, SSE-KMS, whose manifest's sha256 it matches."""
+    name = "oplog archive"
+    run = run_job(lab, name, OPLOG_COMMAND, OPLOG_POINTER)
+    if isinstance(run, Check):
+        return run
+    pointer = run.pointer
+    manifest_object = run.s3.get_object(Bucket=run.bucket, Key=pointer["manifest"])
+    manifest = json.loads(manifest_object["Body"].read())
+    piece = run.s3.get_object(Bucket=run.bucket, Key=pointer["slice"])
+    digest = hashlib.sha256(piece["Body"].read()).hexdigest()
+    ok = digest == manifest["sha256"] and piece.get("ServerSideEncryption") == "aws:kms"
+    detail = (
+        f"{run.member.container}: s3://{run.bucket}/{pointer['slice']}, {manifest['entries']} "
+        f"entries up to {pointer['last']}, "
+        f"sha256 {'matches' if digest == manifest['sha256'] else 'DIFFERS'}, "
+        f"encryption {piece.get('ServerSideEncryption', 'none')}"
+    )
+    return Check(name, PASSED if ok else FAILED, detail)
+
+
+def backup_pointer(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
     try:
-        body = s3.get_object(Bucket=bucket, Key=BACKUP_POINTER)["Body"].read()
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     except s3.exceptions.NoSuchKey:
         return None
     return dict(json.loads(body))
@@ -213,7 +258,13 @@ def json_lines(output: str) -> list[dict[str, Any]]:
 
 
 def run(lab: Lab) -> list[dict[str, Any]]:
-    checks = [replica_set, load_balancer, request_through_load_balancer, first_backup]
+    checks = [
+        replica_set,
+        load_balancer,
+        request_through_load_balancer,
+        first_backup,
+        oplog_archive,
+    ]
     return [asdict(check(lab)) for check in checks]
 
 

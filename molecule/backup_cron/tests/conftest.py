@@ -5,8 +5,8 @@ primary bk1 and its hidden member bk2, the drill's target bk-restore, with the a
 from SSM like the playbooks read them. AWS is moto at AWS_ENDPOINT_URL (the network's gateway).
 
 The modules run in a fixed order (MODULE_ORDER): bad input, which must change nothing, first; then
-the backups; the failure paths; the systemd timer option (which ends on cron again); the restore
-drill last, after more writes to the source.
+the backups; the failure paths; the systemd timer option (which ends on cron again); the oplog
+archive; the restore drill last, after more writes to the source.
 """
 
 from __future__ import annotations
@@ -40,10 +40,12 @@ MODULE_ORDER = (
     "test_backup",
     "test_failures",
     "test_scheduler",
+    "test_oplog_archive",
     "test_restore_drill",
 )
 BACKUP = "runuser -u clinic-backup -- /usr/local/sbin/clinic-backup"
 AUDIT_EXPORT = "runuser -u clinic-backup -- /usr/local/sbin/clinic-audit-export"
+OPLOG_ARCHIVE = "runuser -u clinic-backup -- /usr/local/sbin/clinic-oplog-archive"
 ROOT = Path(__file__).resolve().parents[3]
 
 
@@ -205,3 +207,15 @@ def first_backup(bk2: Host, seeded: dict[str, Any], s3: Any) -> dict[str, Any]:
     result = bk2.run(BACKUP)
     pointer = latest(s3)
     return {"result": result, "latest": pointer, "started": started}
+
+
+def archive_oplog(bk2: Host) -> tuple[Any, list[dict[str, Any]]]:
+    """One run of the oplog archive as cron runs it, with its JSON log lines; a run that skipped
+    (cron's own run held the lock) is tried again."""
+    for _ in range(10):
+        result = bk2.run(OPLOG_ARCHIVE)
+        lines = log_lines(result.stdout)
+        if not (result.rc == 0 and lines and lines[-1]["event"] == "skipped"):
+            return result, lines
+        time.sleep(3)
+    raise AssertionError("the oplog archive kept finding its lock taken")

@@ -37,7 +37,7 @@ def test_the_role_runs_on_the_hidden_member_only(host_named: Any) -> None:
     assert not host_named("bk1").file("/usr/local/sbin/clinic-backup").exists
 
 
-def test_cron_runs_both_jobs_as_the_backup_user(bk2: Host) -> None:
+def test_cron_runs_the_jobs_as_the_backup_user(bk2: Host) -> None:
     lines = [
         line
         for line in bk2.file("/etc/cron.d/clinic-backup").content_string.splitlines()
@@ -46,6 +46,8 @@ def test_cron_runs_both_jobs_as_the_backup_user(bk2: Host) -> None:
     assert lines == [
         "30 2 * * * clinic-backup /usr/local/sbin/clinic-backup "
         ">>/var/log/clinic-backup/backup.log 2>&1",
+        "*/15 * * * * clinic-backup /usr/local/sbin/clinic-oplog-archive "
+        ">>/var/log/clinic-backup/oplog-archive.log 2>&1",
         "45 0 * * * clinic-backup /usr/local/sbin/clinic-audit-export "
         ">>/var/log/clinic-backup/audit-export.log 2>&1",
     ]

@@ -11,7 +11,7 @@ from conftest import ENV, ROOT
 from testinfra.host import Host
 
 BACKUP_PLAYBOOK = str(ROOT / "playbooks" / "backup.yml")
-JOBS = ("clinic-backup", "clinic-audit-export")
+JOBS = ("clinic-backup", "clinic-oplog-archive", "clinic-audit-export")
 
 
 def test_systemd_timers_replace_cron_and_back(

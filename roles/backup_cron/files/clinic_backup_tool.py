@@ -1,4 +1,5 @@
-"""Helper of clinic-backup and clinic-audit-export: archive manifest, object checks, audit export.
+"""Helper of clinic-backup, clinic-oplog-archive and clinic-audit-export: archive manifest, object
+checks, oplog slices, audit export.
 
 Sub-commands (each prints its result on stdout and exits non-zero with a reason on stderr):
   member-state URI          hello of the member: PRIMARY, SECONDARY or OTHER (no authentication)
@@ -9,6 +10,8 @@ Sub-commands (each prints its result on stdout and exits non-zero with a reason 
                             --legal-hold: an Object Lock legal hold on the new version
   save-pointer BUCKET KEY OUT ...  the latest pointer before it is replaced: "saved" or "absent"
   release-holds POINTER ... lift the legal holds of the backup a former latest pointer names
+  oplog-slice ...           the oplog entries after a timestamp as a gzipped BSON file (the
+                            format of mongorestore's --oplogFile)
   audit-export ...          one UTC day of audit records as gzipped JSON lines
 
 The archive reader follows the mongo-tools archive format: a magic number, a prelude (header and
@@ -473,6 +476,71 @@ def cmd_audit_export(args: argparse.Namespace) -> None:
     print(json.dumps({"records": count, "jsonl_sha256": digest.hexdigest()}))
 
 
+def parse_ts(text: str) -> tuple[int, int]:
+    """A BSON timestamp written as seconds:increment (mongorestore's --oplogLimit form)."""
+    seconds, _, increment = text.partition(":")
+    if not seconds.isdigit() or not increment.isdigit():
+        raise ToolError(f"not a timestamp <seconds>:<increment>: {text!r}")
+    return int(seconds), int(increment)
+
+
+def cmd_oplog_slice(args: argparse.Namespace) -> None:
+    """Every oplog entry after --after up to the newest one at the start of the run, in oplog
+    order, raw (byte for byte as the member holds them), gzipped. Without --after, or when the
+    oplog no longer holds the entry after it (the oplog rolled over since the last slice), the
+    slice starts at the oldest entry, and `continuous` says false: the chain of slices has a gap."""
+    from bson.raw_bson import RawBSONDocument
+    from bson.timestamp import Timestamp
+    from pymongo import MongoClient
+
+    client: MongoClient[RawBSONDocument] = MongoClient(
+        args.uri,
+        password=read_password(args.config),
+        serverSelectionTimeoutMS=10000,
+        document_class=RawBSONDocument,
+    )
+    digest = hashlib.sha256()
+    entries = 0
+    first = last = None
+    try:
+        oplog = client.local["oplog.rs"]
+        oldest = oplog.find_one({}, {"ts": 1}, sort=[("$natural", 1)])
+        newest = oplog.find_one({}, {"ts": 1}, sort=[("$natural", -1)])
+        if oldest is None or newest is None:
+            raise ToolError("this member's oplog is empty: it is not a replica set member")
+        after = Timestamp(*parse_ts(args.after)) if args.after else None
+        # The entry after the last slice must still be there: the oldest entry is at most the
+        # last sliced one (that one may be gone, the next one may not).
+        continuous = after is not None and oldest["ts"] <= after
+        bounds = {"$lte": newest["ts"]} | ({"$gt": after} if continuous else {})
+        with gzip.open(args.out, "wb") as out:
+            for doc in oplog.find({"ts": bounds}).sort("$natural", 1):
+                data = doc.raw
+                digest.update(data)
+                out.write(data)
+                entries += 1
+                first = first or doc["ts"]
+                last = doc["ts"]
+    finally:
+        client.close()
+
+    def text(ts: Any) -> str | None:
+        return f"{ts.time}:{ts.inc}" if ts is not None else None
+
+    print(
+        json.dumps(
+            {
+                "entries": entries,
+                "first": text(first),
+                "last": text(last),
+                "oldest": text(oldest["ts"]),
+                "continuous": continuous,
+                "bson_sha256": digest.hexdigest(),
+            }
+        )
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="clinic_backup_tool")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -515,6 +583,11 @@ def main(argv: list[str] | None = None) -> int:
         release.add_argument(name, required=True)
     release.add_argument("--endpoint", default="")
     release.set_defaults(run=cmd_release_holds)
+    oplog = sub.add_parser("oplog-slice")
+    for name in ("--uri", "--config", "--out"):
+        oplog.add_argument(name, required=True)
+    oplog.add_argument("--after", default="")
+    oplog.set_defaults(run=cmd_oplog_slice)
     audit = sub.add_parser("audit-export")
     for name in ("--uri", "--config", "--database", "--collection", "--field", "--day", "--out"):
         audit.add_argument(name, required=True)

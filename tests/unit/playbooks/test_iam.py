@@ -425,8 +425,8 @@ def test_a_mongodb_member_puts_kms_encrypted_backups_under_its_prefix(aws: dict[
 
 def test_a_mongodb_member_cannot_overwrite_a_backup_or_an_audit_export(aws: dict[str, Any]) -> None:
     """A put of a backup's objects or of an audit export must carry If-None-Match, so S3 refuses
-    one over an existing key; the parts of a multipart upload carry no condition and stay allowed,
-    and only the latest pointer may be rewritten."""
+    one over an existing key (oplog slices too); the parts of a multipart upload carry no
+    condition and stay allowed, and only the two pointers may be rewritten."""
     member = [policy_of(aws, "clinic-stage-mongodb")]
     key_arn = aws["seeded"]["stage"]["key_arn"]
     sse = "s3:x-amz-server-side-encryption"
@@ -437,14 +437,16 @@ def test_a_mongodb_member_cannot_overwrite_a_backup_or_an_audit_export(aws: dict
         arn("s3", f"{backup}/20261126T020000Z/dump.archive.gz"),
         arn("s3", f"{backup}/20261126T020000Z/manifest.json"),
         arn("s3", f"{STAGE['clinic_audit_archive_bucket']}/audit/stage/2026-11-25.jsonl.gz"),
+        arn("s3", f"{backup}/oplog/1796584281.1-1796585181.7.bson.gz"),
+        arn("s3", f"{backup}/oplog/1796584281.1-1796585181.7.json"),
     ]
     for resource in write_once:
         assert not allows(member, "s3:PutObject", resource, creates), resource
         assert allows(member, "s3:PutObject", resource, {**creates, "s3:if-none-match": "*"})
         part = {"s3:ObjectCreationOperation": "false"}
         assert allows(member, "s3:PutObject", resource, part), resource
-    pointer = arn("s3", f"{backup}/latest")
-    assert allows(member, "s3:PutObject", pointer, creates)
+    for pointer in (arn("s3", f"{backup}/latest"), arn("s3", f"{backup}/oplog-latest")):
+        assert allows(member, "s3:PutObject", pointer, creates)
     assert allows(member, "s3:PutObjectLegalHold", write_once[0])
     assert not allows(member, "s3:PutObjectLegalHold", write_once[2])  # the audit bucket
     assert not allows(member, "s3:PutObjectRetention", write_once[0])

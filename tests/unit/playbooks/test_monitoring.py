@@ -134,6 +134,8 @@ def test_the_alarms_cover_the_running_instances_of_the_environment_only(
             "backup-failed",
             "audit-export-missing",
             "audit-export-failed",
+            "oplog-archive-failed",
+            "recovery-point-age",
             "noshow-job-runtime",
         )
     }
@@ -193,7 +195,7 @@ def single_metric(alarm: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
-def test_p95_latency_backup_audit_export_and_no_show_alarms(held: dict[str, Any]) -> None:
+def test_p95_latency_backup_audit_export_rpo_and_no_show_alarms(held: dict[str, Any]) -> None:
     stage = {"Environment": "stage"}
     assert single_metric(held["clinic-stage-http-p95-latency"]) == (
         "AWS/ApplicationELB", "TargetResponseTime", {"LoadBalancer": ALB}, "p95", 300,
@@ -210,6 +212,17 @@ def test_p95_latency_backup_audit_export_and_no_show_alarms(held: dict[str, Any]
             "Clinic/Backup", metric, stage, "Minimum", 3600,
             "LessThanThreshold", 1.0, 1, 1, "notBreaching",
         )  # fmt: skip
+    # The oplog archive: a failed run fires at once; the achieved RPO (1800 s by default) fires
+    # when six 5-minute periods in a row had no datum or one above it.
+    assert single_metric(held["clinic-stage-oplog-archive-failed"]) == (
+        "Clinic/Backup", "OplogArchiveSuccess", stage, "Minimum", 3600,
+        "LessThanThreshold", 1.0, 1, 1, "notBreaching",
+    )  # fmt: skip
+    assert single_metric(held["clinic-stage-recovery-point-age"]) == (
+        "Clinic/Backup", "RecoveryPointAgeSeconds", stage, "Maximum", 300,
+        "GreaterThanThreshold", 1800.0, 6, 6, "breaching",
+    )  # fmt: skip
+    assert "oplog-archive-missing" not in " ".join(held)
     assert single_metric(held["clinic-stage-noshow-job-runtime"]) == (
         "Clinic/App", "NoShowJobRuntimeSeconds", stage, "Maximum", 3600,
         "GreaterThanThreshold", 900.0, 1, 1, "notBreaching",
@@ -385,6 +398,11 @@ BAD_INPUT: dict[str, tuple[list[str], str | None, str]] = {
         ],
         "https://hooks.example.invalid/x",
         "monitoring_audit_export_missing_hours is 169",
+    ),
+    "RPO target shorter than the oplog archive can meet": (
+        ["-e", f"monitoring_alb_dimension={ALB}", "-e", '{"monitoring_rpo_target_seconds": 300}'],
+        "https://hooks.example.invalid/x",
+        "monitoring_rpo_target_seconds is 300.0: it must be 600 to 86400",
     ),
 }
 
