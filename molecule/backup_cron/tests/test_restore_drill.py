@@ -7,22 +7,27 @@ import datetime
 import hashlib
 import json
 import subprocess
+import time
 from collections.abc import Callable
 from typing import Any
 
 import bson
 import pytest
 from conftest import (
+    BACKUP,
     BUCKET,
     ENV,
     PATIENTS,
     ROOT,
     TARGET_ENV,
     VISITS,
+    archive_oplog,
     latest,
     metric_points,
+    wait_for,
 )
 from pymongo import MongoClient
+from pymongo.write_concern import WriteConcern
 from testinfra.host import Host
 
 DRILL = str(ROOT / "playbooks" / "restore_drill.yml")
@@ -399,3 +404,71 @@ def test_a_subset_drill_copies_only_the_chosen_documents_masked(
     assert 0 < len(recent) < len(audit)
     assert {a["_id"] for a in target["clinic"]["audit_log"].find()} == recent
     assert originals_in_oplog(target) == 0
+
+
+def test_a_drill_to_a_point_in_time_restores_exactly_the_writes_before_it(
+    ansible_playbook: Any,
+    drill: dict[str, Any],
+    bk2: Host,
+    source: MongoClient[dict[str, Any]],
+    backup_member_db: MongoClient[dict[str, Any]],
+    target: MongoClient[dict[str, Any]],
+    tail: Any,
+) -> None:
+    """A nightly backup, writes, an oplog slice, the point, more writes, another slice: the drill
+    to the point restores the backup and replays exactly the writes before the point, masked."""
+    assert bk2.run(BACKUP).rc == 0
+    db = source["clinic"].with_options(write_concern=WriteConcern(w="majority"))
+    db["visits"].insert_many([{"_id": f"before-{i}", "patient": "p002"} for i in range(3)])
+    db["patients"].update_one({"_id": "p003"}, {"$set": {"ward": "before"}})
+    db["visits"].delete_one({"_id": 7})
+    wait_for(
+        lambda: backup_member_db["clinic"]["visits"].find_one({"_id": "before-2"}) is not None,
+        "the hidden member to replicate the writes before the point",
+    )
+    assert archive_oplog(bk2)[0].rc == 0
+    point = datetime.datetime.now(datetime.UTC).replace(microsecond=0) + datetime.timedelta(
+        seconds=1
+    )
+    time.sleep((point - datetime.datetime.now(datetime.UTC)).total_seconds() + 1)
+    expected_visits = {v["_id"] for v in source["clinic"]["visits"].find()}
+    expected_patients = {p["_id"] for p in source["clinic"]["patients"].find()}
+    db["visits"].insert_many([{"_id": f"after-{i}", "patient": "p002"} for i in range(3)])
+    db["patients"].update_one({"_id": "p003"}, {"$set": {"ward": "after"}})
+    db["patients"].insert_one({"_id": "after-patient", "name": "After Original"})
+    db["visits"].delete_one({"_id": 8})
+    wait_for(
+        lambda: backup_member_db["clinic"]["visits"].find_one({"_id": "after-2"}) is not None,
+        "the hidden member to replicate the writes after the point",
+    )
+    assert archive_oplog(bk2)[0].rc == 0
+
+    at = point.strftime("%Y-%m-%dT%H:%M:%SZ")
+    result = ansible_playbook(DRILL, *DRILL_ARGS, "-e", f"restore_drill_point_in_time={at}")
+    assert result.returncode == 0, tail(result)
+    assert f"Point in time: {at}," in " ".join(result.stdout.split())
+
+    assert {v["_id"] for v in target["clinic"]["visits"].find()} == expected_visits
+    patients = {p["_id"]: p for p in target["clinic"]["patients"].find()}
+    assert set(patients) == expected_patients
+    assert patients["p003"]["ward"] == "before"
+    assert all(p["name"].startswith("Masked Patient") for p in patients.values())
+    assert originals_in_oplog(target) == 0
+
+
+def test_a_point_in_time_the_oplog_archive_does_not_reach_is_refused(
+    ansible_playbook: Any, drill: dict[str, Any], target: MongoClient[dict[str, Any]], tail: Any
+) -> None:
+    """A point after the newest archived entry: refused before anything changes."""
+    before = snapshot(target)
+    soon = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=1)
+    # The newest slice ends before `soon` unless cron archived in the last second: write after it.
+    time.sleep(2)
+    at = soon.strftime("%Y-%m-%dT%H:%M:%SZ")
+    result = ansible_playbook(DRILL, *DRILL_ARGS, "-e", f"restore_drill_point_in_time={at}")
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0
+    assert "the oplog archive does not reach the point. Nothing was changed." in output, tail(
+        result
+    )
+    assert snapshot(target) == before

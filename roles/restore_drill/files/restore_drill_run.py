@@ -15,10 +15,14 @@ Reads a JSON request on stdin (never argv: it holds the presigned URL and the ta
    "unmasked": ["db.coll", ...],                   # namespaces declared to hold no patient data
    "subset": {"db.coll": {"days": 30, "field": "createdAt"} | {"fraction": 0.2}
                          | {"follow": "db.other", "field": "otherId"}, ...},
-   "taken_at": "YYYYmmddTHHMMSSZ"}                 # the backup's timestamp (days are counted back)
-and prints a JSON report. Exit 1 when the drill stops (a count differs from the manifest, a restored
-namespace has neither a rule nor an unmasked declaration, an original value survives the masking,
-the copy is short); exit 2 on bad input. Nothing it prints quotes a document: tools' output and
+   "taken_at": "YYYYmmddTHHMMSSZ",                 # the backup's timestamp (days are counted back)
+   "point_in_time": "" | "YYYY-MM-DDTHH:MM:SSZ",   # a restore to that time, with:
+   "oplog_from": "YYYY-MM-DDTHH:MM:SSZ",           #   the backup's start, and
+   "oplog": [{"url": "<presigned URL of a slice>", "sha256": "<hex>"}, ...]}  # its slices
+and prints a JSON report, with the seconds each step took (download, restore, replay, mask, copy).
+Exit 1 when the drill stops (a count differs from the manifest, a restored namespace has neither a
+rule nor an unmasked declaration, an original value survives the masking, the copy is short);
+exit 2 on bad input. Nothing it prints quotes a document: tools' output and
 exception texts can, so they stay in the private /tmp or are reduced to their type and code.
 
 Fake values are derived from each document's _id and the value's path (the same document always
@@ -29,11 +33,18 @@ A namespace with a subset rule copies only some documents (validated by the role
 whose date field is at most `days` older than the backup, a fixed `fraction` chosen by a hash of
 the _id (the same documents every drill), or those whose `field` holds the _id of a document kept
 of the namespace they `follow` (visits of the sampled patients). Other namespaces copy whole.
+
+A restore to a point in time replays the archived oplog onto the restored backup, after its counts
+are checked against the manifest and before masking: the entries from the backup's start up to the
+point, with mongorestore --oplogReplay --oplogFile --oplogLimit. Masking, the checks and the copy
+then run as always.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import gzip
 import hashlib
 import json
 import subprocess
@@ -46,6 +57,8 @@ from pathlib import Path
 from typing import Any
 
 import bson
+from bson.codec_options import CodecOptions
+from bson.raw_bson import RawBSONDocument
 from pymongo import MongoClient, ReplaceOne, WriteConcern
 from pymongo.errors import OperationFailure, PyMongoError
 
@@ -53,6 +66,8 @@ GENERATORS = ("name", "email", "phone", "date", "text", "null")
 SYSTEM_DBS = ("admin", "config", "local")
 BATCH = 1000
 MAJORITY = WriteConcern(w="majority")
+POINT = "%Y-%m-%dT%H:%M:%SZ"
+RAW = CodecOptions(document_class=RawBSONDocument)
 
 
 class DrillStopped(Exception):
@@ -150,7 +165,7 @@ def check_request(request: dict[str, Any]) -> str | None:
     return None
 
 
-def download(url: str, sha256: str, dest: Path) -> int:
+def download(url: str, sha256: str, dest: Path, what: str = "archive") -> int:
     digest = hashlib.sha256()
     size = 0
     with urllib.request.urlopen(url, timeout=60) as response, dest.open("wb") as out:
@@ -159,7 +174,7 @@ def download(url: str, sha256: str, dest: Path) -> int:
             out.write(chunk)
             size += len(chunk)
     if digest.hexdigest() != sha256:
-        raise DrillStopped("the archive's sha256 is not the manifest's")
+        raise DrillStopped(f"the {what}'s sha256 is not the manifest's")
     return size
 
 
@@ -197,26 +212,61 @@ def scratch_client(port: int, timeout_ms: int = 30000) -> MongoClient[dict[str, 
     )
 
 
-def restore(mongorestore: str, port: int, archive: Path, work: Path) -> None:
-    """The archive with its oplog into the scratch instance. The tool's output can quote documents
-    (duplicate keys): it stays in the private /tmp."""
-    with (work / "mongorestore.log").open("wb") as log:
+def run_mongorestore(
+    mongorestore: str, port: int, options: list[str], work: Path, what: str
+) -> None:
+    """mongorestore into the scratch instance. Its output can quote documents (duplicate keys): it
+    stays in the private /tmp."""
+    with (work / "mongorestore.log").open("ab") as log:
         rc = subprocess.run(
-            [
-                mongorestore,
-                f"--uri=mongodb://127.0.0.1:{port}/?directConnection=true",
-                "--gzip",
-                f"--archive={archive}",
-                "--oplogReplay",
-                "--drop",
-            ],
+            [mongorestore, f"--uri=mongodb://127.0.0.1:{port}/?directConnection=true", *options],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
             check=False,
         ).returncode
     if rc != 0:
-        raise DrillStopped(f"mongorestore into the scratch instance exited {rc}")
+        raise DrillStopped(f"{what} into the scratch instance: mongorestore exited {rc}")
+
+
+def restore(mongorestore: str, port: int, archive: Path, work: Path) -> None:
+    """The archive with its oplog into the scratch instance."""
+    options = ["--gzip", f"--archive={archive}", "--oplogReplay", "--drop"]
+    run_mongorestore(mongorestore, port, options, work, "the restore of the archive")
+
+
+def replay_oplog(request: dict[str, Any], work: Path, report: dict[str, Any]) -> None:
+    """A restore to a point in time: the archived oplog slices (gzipped raw entries, in oplog
+    order) joined into one file, then every entry from the backup's start up to the point
+    (`--oplogLimit`: the entries before that second) replayed onto the restored backup. Entries the
+    backup already holds are replayed again, which oplog application allows (it is idempotent)."""
+    since, until = (
+        int(datetime.datetime.strptime(request[k], POINT).replace(tzinfo=datetime.UTC).timestamp())
+        for k in ("oplog_from", "point_in_time")
+    )
+    since_ts = bson.Timestamp(since, 0)
+    joined = work / "oplog.bson"
+    entries = 0
+    with joined.open("wb") as out:
+        for index, piece in enumerate(request["oplog"]):
+            part = work / f"oplog-{index}.bson.gz"
+            download(piece["url"], piece["sha256"], part, "oplog slice")
+            with gzip.open(part, "rb") as slice_file:
+                for raw in bson.decode_file_iter(slice_file, RAW):
+                    if raw["ts"] >= since_ts:
+                        out.write(raw.raw)
+                        entries += raw["ts"].time < until
+            part.unlink()
+    (work / "empty").mkdir()
+    run_mongorestore(
+        request["mongorestore"],
+        request["scratch_port"],
+        ["--oplogReplay", f"--oplogFile={joined}", f"--oplogLimit={until}:0", str(work / "empty")],
+        work,
+        "the oplog replay",
+    )
+    joined.unlink()
+    report["oplog_entries"] = entries
 
 
 def user_namespaces(client: MongoClient[dict[str, Any]]) -> set[str]:
@@ -326,12 +376,24 @@ def copy_into_target(
                 )
 
 
+@contextlib.contextmanager
+def timed(report: dict[str, Any], step: str) -> Iterator[None]:
+    """The seconds a step of the drill took, in the report's `seconds`."""
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        report["seconds"][step] = round(time.monotonic() - started, 1)
+
+
 def drill(request: dict[str, Any], work: Path, report: dict[str, Any]) -> None:
     archive = work / "dump.archive.gz"
-    report["archive_bytes"] = download(request["url"], request["sha256"], archive)
+    with timed(report, "download"):
+        report["archive_bytes"] = download(request["url"], request["sha256"], archive)
     scratch_process = start_scratch(request["mongod"], request["scratch_port"], work)
     try:
-        restore(request["mongorestore"], request["scratch_port"], archive, work)
+        with timed(report, "restore"):
+            restore(request["mongorestore"], request["scratch_port"], archive, work)
         archive.unlink()
         with scratch_client(request["scratch_port"]) as scratch:
             covered = {rule["namespace"] for rule in request["rules"]} | set(request["unmasked"])
@@ -350,13 +412,18 @@ def drill(request: dict[str, Any], work: Path, report: dict[str, Any]) -> None:
                     raise DrillStopped(
                         f"{namespace}: {actual} documents, the manifest says {expected}"
                     )
-            for rule in request["rules"]:
-                result = mask(scratch, rule)
-                report["masking"].append(result)
-                left = {k: v for k, v in result["originals_remaining"].items() if v}
-                if left:
-                    raise DrillStopped(f"{rule['namespace']}: original values remain in {left}")
-            copy_into_target(scratch, request, restored, report)
+            if request.get("point_in_time"):
+                with timed(report, "replay"):
+                    replay_oplog(request, work, report)
+            with timed(report, "mask"):
+                for rule in request["rules"]:
+                    result = mask(scratch, rule)
+                    report["masking"].append(result)
+                    left = {k: v for k, v in result["originals_remaining"].items() if v}
+                    if left:
+                        raise DrillStopped(f"{rule['namespace']}: original values remain in {left}")
+            with timed(report, "copy"):
+                copy_into_target(scratch, request, restored, report)
     finally:
         scratch_process.terminate()
         scratch_process.wait(timeout=60)
@@ -368,7 +435,13 @@ def main() -> int:
     if problem:
         print(problem, file=sys.stderr)
         return 2
-    report: dict[str, Any] = {"counts": {}, "masking": [], "copied": {}, "problems": []}
+    report: dict[str, Any] = {
+        "counts": {},
+        "masking": [],
+        "copied": {},
+        "problems": [],
+        "seconds": {},
+    }
     try:
         with tempfile.TemporaryDirectory(prefix="clinic-restore-drill-") as work:
             drill(request, Path(work), report)
