@@ -464,9 +464,9 @@ def _tls11_client() -> ssl.SSLContext | None:
 def test_tls_1_1_only_client_is_refused(required: Mongod, pki: Pki) -> None:
     tls11 = _tls11_client()
     if tls11 is None:
-        pytest.skip(
-            "test_tls_1_1_only_client_is_refused: this OpenSSL cannot complete a TLS 1.1 "
-            "handshake even with itself, so no TLS 1.1-only client can be built"
+        missing(
+            "an OpenSSL that completes a TLS 1.1 handshake (with itself), to build the TLS "
+            "1.1-only client of test_tls_1_1_only_client_is_refused"
         )
     with (
         socket.create_connection((required.host, required.port), timeout=10) as plain,
