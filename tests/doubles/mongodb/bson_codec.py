@@ -253,15 +253,24 @@ def decode(data: bytes) -> Document:
 
 def decode_all(data: bytes) -> list[Document]:
     """Decode a concatenation of documents (a .bson file, an OP_MSG document sequence)."""
+    docs, end = decode_prefix(data)
+    if end < len(data):
+        raise BSONError("truncated document sequence")
+    return docs
+
+
+def decode_prefix(data: bytes) -> tuple[list[Document], int]:
+    """The whole documents a concatenation starts with, and where they end (a log whose last
+    append was cut short)."""
     docs = []
     pos = 0
-    while pos < len(data):
+    while pos + 4 <= len(data):
         (size,) = struct.unpack_from("<i", data, pos)
         if size < 5 or pos + size > len(data):
-            raise BSONError("truncated document sequence")
+            break
         docs.append(decode(data[pos : pos + size]))
         pos += size
-    return docs
+    return docs, pos
 
 
 _TYPE_ORDER: list[tuple[type, int]] = [

@@ -420,6 +420,8 @@ class Commands:
                 if command is not None and command.write_label and "txnNumber" in body:
                     reply["errorLabels"] = ["RetryableWriteError"]
             return reply
+        finally:
+            self.node.storage.sync()
 
     def _localhost_exception(self, conn: Connection) -> bool:
         return (

@@ -423,6 +423,7 @@ class Replication:
     def _persist_config(self) -> None:
         assert self.config is not None
         self.node.storage.replace("local", "system.replset", copy.deepcopy(self.config))
+        self.node.storage.sync()
 
     def _persist_term(self) -> None:
         voted = self.voted_for or (self.term, -1)
@@ -431,6 +432,7 @@ class Replication:
             "replset.election",
             {"_id": "election", "term": Int64(voted[0]), "candidateIndex": Int64(voted[1])},
         )
+        self.node.storage.sync()
 
     def _set_term(self, term: int) -> None:
         if term > self.term:
@@ -724,7 +726,7 @@ class Replication:
             }
         )
         record["lastWriteOpTime"] = {"ts": entry["ts"], "t": entry["t"]}
-        self._persist_txn_records()
+        self.node.storage.log_txn_record(record, list(self.txn_records.values()))
 
     def _persist_txn_records(self) -> None:
         self.node.storage.write_txn_records(list(self.txn_records.values()))
@@ -1957,6 +1959,7 @@ class Replication:
         self._persist_txn_records()
         if reply.get("lastEntry"):
             self._append(reply["lastEntry"])
+        storage.sync()
         self.needs_initial_sync = False
         self.node.log.info("INITSYNC", 21192, "ReplCoordExtern-0", "Initial sync done")
         self._set_state(SECONDARY)
@@ -1984,6 +1987,7 @@ class Replication:
             if self.state not in (SECONDARY, STARTUP2) or entry["ts"] <= self.last_applied.ts:
                 continue
             self._apply(entry)
+        self.node.storage.sync()
 
     # Rollback
 

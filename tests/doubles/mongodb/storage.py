@@ -1,11 +1,18 @@
-"""Durable storage under dbPath: one BSON file per collection, written atomically.
+"""Durable storage under dbPath: one append-only BSON log per collection, compacted as it grows.
 
 What the server must keep across restarts lives in collections, as in mongod: users in
 `admin.system.users`, the replica set config in `local.system.replset`, the term and vote in
 `local.replset.election`. The oplog is an append-only file of its own (not queryable as
 `local.oplog.rs`); the retryable-write records (mongod's `config.transactions`) are
-`transactions.bson`. The `mongod.lock` file is held with an exclusive advisory lock for the life of
-the process.
+`transactions.bson`, an append-only log too. The `mongod.lock` file is held with an exclusive
+advisory lock for the life of the process.
+
+A write is appended to its file when it is applied, so it survives the process being killed
+(SIGKILL) from then on; `sync()` fsyncs the files written since the last one, as mongod's journal
+commits a group of writes: the server calls it once per command and once per batch of oplog
+entries applied, before it answers. A write costs the size of what it writes, not the size of
+its collection: a collection's log is rewritten (write-to-temp, fsync, rename) only when it
+holds more than twice as many records as the collection has documents.
 """
 
 from __future__ import annotations
@@ -14,12 +21,19 @@ import fcntl
 import os
 import urllib.parse
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from . import bson_codec
 from .bson_codec import Document, ObjectId
+
+# A collection's log: {"m": {"indexes": [...], "uuid": "..."}} first and after an index change,
+# then {"p": <document>} for each insert or replacement and {"d": <_id>} for each delete.
+_META, _PUT, _DELETE = "m", "p", "d"
+# Compaction: a log of more records than this many per document (and this many at least).
+_COMPACT_RATIO, _COMPACT_FLOOR = 2, 64
 
 
 class DBPathInUse(Exception):
@@ -37,10 +51,37 @@ class Collection:
     indexes: list[Document] = field(default_factory=list)
     # The collection's UUID (named the rollback directory, as in mongod); kept in the file.
     uuid: uuid.UUID = field(default_factory=uuid.uuid4)
+    # Records in the collection's log file (compaction rewrites it when they outgrow docs).
+    records: int = 0
+
+    def meta(self) -> Document:
+        return {_META: {"indexes": self.indexes, "uuid": str(self.uuid)}}
 
 
 def _default_indexes() -> list[Document]:
     return [{"v": 2, "key": {"_id": 1}, "name": "_id_"}]
+
+
+def _read_log(path: Path) -> list[Document]:
+    """A log's records. A record cut short by a kill mid-append was never acknowledged: it is
+    cut off, so that the next append follows the last whole record."""
+    data = path.read_bytes()
+    records, end = bson_codec.decode_prefix(data)
+    if end < len(data):
+        with path.open("r+b") as handle:
+            handle.truncate(end)
+    return records
+
+
+def _write_atomically(path: Path, records: Iterable[Document]) -> None:
+    """Replace a file with `records`: write-to-temp, fsync, rename."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as handle:
+        for record in records:
+            handle.write(bson_codec.encode(record))
+        handle.flush()
+        os.fsync(handle.fileno())
+    tmp.replace(path)
 
 
 class Storage:
@@ -49,6 +90,10 @@ class Storage:
         self.root = Path(db_path)
         self.dbs: dict[str, dict[str, Collection]] = {}
         self._lock_handle: IO[str] | None = None
+        # Files appended to since the last sync().
+        self._unsynced: set[Path] = set()
+        # Records in transactions.bson (compacted like a collection's log).
+        self._txn_log_records = 0
 
     def lock(self) -> None:
         path = self.root / "mongod.lock"
@@ -87,38 +132,72 @@ class Storage:
                 if path.suffix != ".bson":
                     continue
                 coll = urllib.parse.unquote(path.stem)
-                records = bson_codec.decode_all(path.read_bytes())
-                meta, docs = records[0], records[1:]
-                collection = Collection(indexes=meta.get("indexes", _default_indexes()))
+                self.dbs.setdefault(db, {})[coll] = self._replay(path)
+
+    @staticmethod
+    def _replay(path: Path) -> Collection:
+        """A collection from its log."""
+        collection = Collection(indexes=_default_indexes())
+        for record in _read_log(path):
+            collection.records += 1
+            if _PUT in record:
+                doc = record[_PUT]
+                collection.docs[id_key(doc["_id"])] = doc
+            elif _DELETE in record:
+                collection.docs.pop(id_key(record[_DELETE]), None)
+            elif _META in record:
+                meta = record[_META]
+                collection.indexes = meta.get("indexes", _default_indexes())
                 if isinstance(meta.get("uuid"), str):
                     collection.uuid = uuid.UUID(meta["uuid"])
-                for doc in docs:
-                    collection.docs[id_key(doc["_id"])] = doc
-                self.dbs.setdefault(db, {})[coll] = collection
+        return collection
 
-    def persist(self, db: str, coll: str) -> None:
-        """Write one collection with write-to-temp, fsync, rename."""
-        collection = self.dbs.get(db, {}).get(coll)
+    def _append(self, path: Path, records: list[Document]) -> None:
+        """Append records to a file; durable against a killed process at once, fsynced by sync()."""
+        with path.open("ab") as handle:
+            handle.write(b"".join(bson_codec.encode(record) for record in records))
+        self._unsynced.add(path)
+
+    def sync(self) -> None:
+        """fsync what was appended since the last call (the journal's group commit)."""
+        for path in self._unsynced:
+            try:
+                descriptor = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+        self._unsynced.clear()
+
+    def _log(self, db: str, coll: str, *records: Document) -> None:
+        """Append a collection's records, or rewrite its log when it has outgrown its documents."""
+        collection = self.dbs[db][coll]
         path = self._file(db, coll)
-        if collection is None:
-            path.unlink(missing_ok=True)
+        limit = max(_COMPACT_FLOOR, _COMPACT_RATIO * len(collection.docs))
+        if not path.exists() or collection.records + len(records) > limit:
+            self._compact(db, coll)
             return
+        self._append(path, list(records))
+        collection.records += len(records)
+
+    def _compact(self, db: str, coll: str) -> None:
+        collection = self.dbs[db][coll]
         self._dir(db).mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with tmp.open("wb") as handle:
-            meta = {"indexes": collection.indexes, "uuid": str(collection.uuid)}
-            handle.write(bson_codec.encode(meta))
-            for doc in collection.docs.values():
-                handle.write(bson_codec.encode(doc))
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(path)
+        path = self._file(db, coll)
+        _write_atomically(
+            path, [collection.meta(), *({_PUT: doc} for doc in collection.docs.values())]
+        )
+        self._unsynced.discard(path)
+        collection.records = 1 + len(collection.docs)
 
     def persist_db_removal(self, db: str) -> None:
         directory = self._dir(db)
         if directory.is_dir():
             for path in directory.iterdir():
                 path.unlink()
+                self._unsynced.discard(path)
             directory.rmdir()
 
     # Reads
@@ -144,22 +223,22 @@ class Storage:
                 total += path.stat().st_size
         return total
 
-    # Writes: each applies to memory and persists the collection.
+    # Writes: each applies to memory and appends to the collection's log.
 
     def create_collection(self, db: str, coll: str) -> bool:
         colls = self.dbs.setdefault(db, {})
         if coll in colls:
             return False
         colls[coll] = Collection(indexes=_default_indexes())
-        self.persist(db, coll)
+        self._compact(db, coll)
         return True
 
     def insert(self, db: str, coll: str, doc: Document) -> None:
         if "_id" not in doc:
             doc = {"_id": ObjectId(), **doc}
-        self.dbs.setdefault(db, {}).setdefault(coll, Collection(indexes=_default_indexes()))
+        self.create_collection(db, coll)
         self.dbs[db][coll].docs[id_key(doc["_id"])] = doc
-        self.persist(db, coll)
+        self._log(db, coll, {_PUT: doc})
 
     def replace(self, db: str, coll: str, doc: Document) -> None:
         self.insert(db, coll, doc)
@@ -168,7 +247,7 @@ class Storage:
         collection = self.collection(db, coll)
         if collection is None or collection.docs.pop(id_key(doc_id), None) is None:
             return False
-        self.persist(db, coll)
+        self._log(db, coll, {_DELETE: doc_id})
         return True
 
     def find_by_id(self, db: str, coll: str, doc_id: Any) -> Document | None:
@@ -180,7 +259,9 @@ class Storage:
         if coll not in colls:
             return False
         del colls[coll]
-        self.persist(db, coll)
+        path = self._file(db, coll)
+        path.unlink(missing_ok=True)
+        self._unsynced.discard(path)
         return True
 
     def drop_database(self, db: str) -> None:
@@ -193,58 +274,8 @@ class Storage:
         if any(index["name"] == spec["name"] for index in collection.indexes):
             return False
         collection.indexes.append(spec)
-        self.persist(db, coll)
+        self._log(db, coll, collection.meta())
         return True
-
-    # The oplog is append-only: one file of concatenated entries, fsynced per append.
-
-    def _oplog_file(self) -> Path:
-        return self.root / "oplog.rs.bson"
-
-    def read_oplog(self) -> list[Document]:
-        path = self._oplog_file()
-        return bson_codec.decode_all(path.read_bytes()) if path.exists() else []
-
-    def rewrite_oplog(self, entries: list[Document]) -> None:
-        """Rollback: replace the oplog with `entries` (write-to-temp, fsync, rename)."""
-        path = self._oplog_file()
-        tmp = path.with_name(path.name + ".tmp")
-        with tmp.open("wb") as handle:
-            for entry in entries:
-                handle.write(bson_codec.encode(entry))
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(path)
-
-    # Retryable-write records (mongod's config.transactions): one file, rewritten atomically.
-
-    def _txn_file(self) -> Path:
-        return self.root / "transactions.bson"
-
-    def read_txn_records(self) -> list[Document]:
-        path = self._txn_file()
-        return bson_codec.decode_all(path.read_bytes()) if path.exists() else []
-
-    def write_txn_records(self, records: list[Document]) -> None:
-        path = self._txn_file()
-        tmp = path.with_name(path.name + ".tmp")
-        with tmp.open("wb") as handle:
-            for record in records:
-                handle.write(bson_codec.encode(record))
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(path)
-
-    def collection_uuid(self, db: str, coll: str) -> uuid.UUID:
-        """The UUID of a collection; one that no longer exists gets a fresh one."""
-        collection = self.collection(db, coll)
-        return collection.uuid if collection is not None else uuid.uuid4()
-
-    def append_oplog(self, entry: Document) -> None:
-        with self._oplog_file().open("ab") as handle:
-            handle.write(bson_codec.encode(entry))
-            handle.flush()
-            os.fsync(handle.fileno())
 
     def replace_all(self, db: str, coll: str, docs: list[Document]) -> None:
         """Initial sync: replace a collection's contents wholesale."""
@@ -252,4 +283,57 @@ class Storage:
         for doc in docs:
             collection.docs[id_key(doc["_id"])] = doc
         self.dbs.setdefault(db, {})[coll] = collection
-        self.persist(db, coll)
+        self._compact(db, coll)
+
+    def collection_uuid(self, db: str, coll: str) -> uuid.UUID:
+        """The UUID of a collection; one that no longer exists gets a fresh one."""
+        collection = self.collection(db, coll)
+        return collection.uuid if collection is not None else uuid.uuid4()
+
+    # The oplog is append-only: one file of concatenated entries.
+
+    def _oplog_file(self) -> Path:
+        return self.root / "oplog.rs.bson"
+
+    def read_oplog(self) -> list[Document]:
+        path = self._oplog_file()
+        return _read_log(path) if path.exists() else []
+
+    def append_oplog(self, entry: Document) -> None:
+        self._append(self._oplog_file(), [entry])
+
+    def rewrite_oplog(self, entries: list[Document]) -> None:
+        """Rollback: replace the oplog with `entries`."""
+        self.sync()
+        _write_atomically(self._oplog_file(), entries)
+
+    # Retryable-write records (mongod's config.transactions): a log of each session's record as
+    # it changes; the last one of a session wins; compacted like a collection's log.
+
+    def _txn_file(self) -> Path:
+        return self.root / "transactions.bson"
+
+    def read_txn_records(self) -> list[Document]:
+        path = self._txn_file()
+        if not path.exists():
+            return []
+        records: dict[bytes, Document] = {}
+        for record in _read_log(path):
+            self._txn_log_records += 1
+            records[id_key(record["_id"]["id"])] = record
+        return list(records.values())
+
+    def log_txn_record(self, record: Document, records: list[Document]) -> None:
+        """Append one session's record as it now is; `records` are all sessions' records
+        (written instead, when the log has outgrown them)."""
+        if self._txn_log_records + 1 > max(_COMPACT_FLOOR, _COMPACT_RATIO * len(records)):
+            self.write_txn_records(records)
+            return
+        self._append(self._txn_file(), [record])
+        self._txn_log_records += 1
+
+    def write_txn_records(self, records: list[Document]) -> None:
+        """All sessions' records at once (after initial sync or rollback, and to compact)."""
+        self.sync()
+        _write_atomically(self._txn_file(), records)
+        self._txn_log_records = len(records)

@@ -303,8 +303,9 @@ class Launcher:
         wait_for(ready, 20, f"server on port {port} to listen")
         return node
 
-    def restart(self, node: Mongod) -> Mongod:
-        node.stop()
+    def restart(self, node: Mongod, signum: int = signal.SIGTERM) -> Mongod:
+        """Stop a server (SIGKILL: as the OOM killer or a lost host would) and start it again."""
+        node.stop(signum)
         self.started.remove(node)
         return self.start(
             node.extra,

@@ -10,11 +10,13 @@ import socket
 import stat
 from pathlib import Path
 
+import bson
 import pytest
+from pymongo import WriteConcern
 
 from tests.doubles.polling import wait_for
 
-from .conftest import AGAINST_DOUBLE, KEY, Launcher, free_port, terminate
+from .conftest import AGAINST_DOUBLE, KEY, Launcher, double_only, free_port, terminate
 
 
 def _conf(tmp: Path, text: str) -> str:
@@ -234,6 +236,60 @@ def test_users_and_data_survive_restart(launcher: Launcher) -> None:
         assert admin.clinic.patients.find_one({"_id": "p1"}) == {"_id": "p1", "name": "Asha"}
     finally:
         admin.close()
+
+
+def test_journaled_writes_survive_a_killed_process(launcher: Launcher) -> None:
+    """Inserts, replacements, deletes and an index, each acknowledged with j: true, then SIGKILL:
+    the restarted server holds exactly what was acknowledged."""
+    node = launcher.start()
+    client = node.client()
+    patients = client.clinic.get_collection("patients", write_concern=WriteConcern(j=True))
+    patients.insert_many([{"_id": i, "name": f"p{i}", "visits": 0} for i in range(300)])
+    for i in range(0, 300, 3):
+        patients.update_one({"_id": i}, {"$inc": {"visits": 1}})
+    patients.delete_many({"_id": {"$gte": 250}})
+    patients.create_index("name", name="by_name")
+    expected = sorted(patients.find(), key=lambda d: d["_id"])
+    client.close()
+    node = launcher.restart(node, signal.SIGKILL)
+    client = node.client()
+    try:
+        patients = client.clinic.patients
+        assert sorted(patients.find(), key=lambda d: d["_id"]) == expected
+        assert "by_name" in patients.index_information()
+    finally:
+        client.close()
+
+
+@double_only
+def test_a_collections_log_is_compacted_and_a_torn_last_record_dropped(launcher: Launcher) -> None:
+    """A write appends to its collection's file (dbPath/db-<db>/<coll>.bson), which is rewritten
+    when its records outgrow the documents; a record cut short by a kill is not acknowledged:
+    the restarted server drops it and appends after the last whole one."""
+    node = launcher.start()
+    client = node.client()
+    for n in range(1000):
+        client.clinic.counters.replace_one({"_id": "c"}, {"_id": "c", "n": n}, upsert=True)
+    client.close()
+    path = node.dbpath / "db-clinic" / "counters.bson"
+    assert len(bson.decode_all(path.read_bytes())) <= 64
+    node.stop(signal.SIGKILL)
+    with path.open("ab") as handle:
+        handle.write(bson.encode({"p": {"_id": "torn", "n": -1}})[:-7])
+    node = launcher.restart(node)
+    client = node.client()
+    try:
+        assert list(client.clinic.counters.find()) == [{"_id": "c", "n": 999}]
+        client.clinic.counters.insert_one({"_id": "after"})
+        assert client.clinic.counters.count_documents({}) == 2
+    finally:
+        client.close()
+    node = launcher.restart(node)
+    client = node.client()
+    try:
+        assert client.clinic.counters.count_documents({}) == 2
+    finally:
+        client.close()
 
 
 @pytest.mark.skipif(not AGAINST_DOUBLE, reason="the socket path is shared with any real mongod")
