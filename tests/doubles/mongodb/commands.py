@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import auth, config, query
+from . import auth, bson_codec, config, query
 from .bson_codec import (
     UTC,
     Binary,
@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 HELLO_NAMES = ("hello", "isMaster", "ismaster")
 RW_DEFAULTS_ID = "ReadWriteConcernDefaults"
 DEFAULT_BATCH = 101
+# A batch of a cursor ends once its documents reach this many bytes (mongod: 16 MiB), whatever
+# batchSize asks for; at least one document goes in each.
+MAX_BATCH_BYTES = 16 * 1024 * 1024
 MERGE_AUTHZ = "_mergeAuthzCollections"
 # Fields every command accepts besides its own (mongod's generic_argument.idl); a strict command
 # refuses any other unknown field.
@@ -111,6 +114,16 @@ class Command:
     # The errmsg of a refused privilege, when the command has its own (mongod's typed commands);
     # otherwise "not authorized on <db> to execute command ...".
     denied: Callable[[Resource], str] | None = None
+
+
+def _batch(docs: list[Document], count: int) -> tuple[list[Document], list[Document]]:
+    """A cursor's next batch (at most `count` documents and MAX_BATCH_BYTES) and the rest."""
+    size = 0
+    for taken, doc in enumerate(docs[:count]):
+        size += len(bson_codec.encode(doc))
+        if size > MAX_BATCH_BYTES and taken:
+            return docs[:taken], docs[taken:]
+    return docs[:count], docs[count:]
 
 
 def _coll(db: str, body: Document) -> str:
@@ -1205,9 +1218,7 @@ class Commands:
                 continue
             stmt = None if multi else index  # multi-updates are not retryable statements
             filter_ = spec.get("q") or {}
-            targets = [
-                d for d in self.node.storage.documents(db, coll) if query.matches(d, filter_)
-            ]
+            targets = self._select(db, coll, filter_)
             if not spec.get("multi"):
                 targets = targets[:1]
             elif not query.is_operator_update(update):
@@ -1236,11 +1247,7 @@ class Commands:
             if single and self._executed(index) is not None:  # a retry
                 n += 1
                 continue
-            targets = [
-                d
-                for d in self.node.storage.documents(db, coll)
-                if query.matches(d, spec.get("q") or {})
-            ]
+            targets = self._select(db, coll, spec.get("q"))
             if spec.get("limit", 0) == 1:
                 targets = targets[:1]
             for doc in targets:
@@ -1257,11 +1264,17 @@ class Commands:
         return await self._acknowledge(body, reply)
 
     def _select(self, db: str, coll: str, filter_: Document | None) -> list[Document]:
+        """The documents a filter matches; by the `_id` index when it pins `_id` values."""
+        filter_ = filter_ or {}
+        ids = query.id_values(filter_)
         if db == "local" and coll == "oplog.rs" and self.node.repl is not None:
             source = list(self.node.repl.oplog)  # read-only view of the replication oplog
+        elif ids is not None:
+            found = (self.node.storage.find_by_id(db, coll, value) for value in ids)
+            source = [doc for doc in found if doc is not None]
         else:
             source = self.node.storage.documents(db, coll)
-        return [d for d in source if query.matches(d, filter_ or {})]
+        return [d for d in source if query.matches(d, filter_)]
 
     def _cursor_reply(
         self,
@@ -1271,8 +1284,7 @@ class Commands:
         single_batch: bool,
         key: str = "firstBatch",
     ) -> Document:
-        size = DEFAULT_BATCH if batch_size is None else batch_size
-        first, rest = docs[:size], docs[size:]
+        first, rest = _batch(docs, DEFAULT_BATCH if batch_size is None else batch_size)
         cursor_id = 0
         if rest and not single_batch:
             cursor_id = int.from_bytes(os.urandom(7), "big") or 1
@@ -1301,8 +1313,7 @@ class Commands:
             raise MongoError(43, f"cursor id {cursor_id} not found")
         ns, docs = entry
         batch = body.get("batchSize")
-        size = len(docs) if batch is None else int(batch)
-        first, rest = docs[:size], docs[size:]
+        first, rest = _batch(docs, len(docs) if batch is None else int(batch))
         if rest:
             self.cursors[cursor_id] = (ns, rest)
         return {

@@ -113,6 +113,23 @@ def matches(doc: Document, query: Document) -> bool:
     return True
 
 
+def id_values(query: Document) -> list[Any] | None:
+    """The `_id` values a query pins its documents to (equality, $eq or $in on `_id`), in the
+    order of the `_id` index; None when it does not (every document is a candidate). The query
+    still decides on each candidate."""
+    if "_id" not in query:
+        return None
+    condition = query["_id"]
+    if isinstance(condition, dict) and condition and next(iter(condition)).startswith("$"):
+        if set(condition) == {"$eq"}:
+            return [condition["$eq"]]
+        if set(condition) == {"$in"} and isinstance(condition["$in"], list):
+            unique = {repr(sort_key(value)): value for value in condition["$in"]}
+            return sorted(unique.values(), key=sort_key)
+        return None
+    return [condition]
+
+
 def project(doc: Document, projection: Document | None) -> Document:
     if not projection:
         return doc

@@ -24,7 +24,7 @@ from . import bson_codec
 from .auth import ScramClient
 from .bson_codec import UTC, Binary, Document, Int64, ObjectId, Timestamp
 from .errors import MongoError
-from .storage import id_key
+from .storage import add_txn_statement, id_key
 from .wire import CommandError, ProtocolError, WireClient
 
 if TYPE_CHECKING:
@@ -709,24 +709,20 @@ class Replication:
         lsid, txn, stmt = entry.get("lsid"), entry.get("txnNumber"), entry.get("stmtId")
         if not isinstance(lsid, dict) or txn is None or stmt is None:
             return
-        key = id_key(lsid.get("id"))
-        record = self.txn_records.get(key)
-        if record is None or int(record["txnNum"]) < int(txn):
-            record = {"_id": {"id": lsid.get("id")}, "txnNum": Int64(int(txn)), "stmts": []}
-            self.txn_records[key] = record
-        elif int(record["txnNum"]) > int(txn):
-            return
         ref = _document_ref(entry)
-        record["stmts"].append(
-            {
+        statement = {
+            "_id": {"id": lsid.get("id")},
+            "txnNum": Int64(int(txn)),
+            "stmt": {
                 "stmtId": int(stmt),
                 "op": entry["op"],
                 "_id": ref["_id"] if ref is not None else None,
                 "ts": entry["ts"],
-            }
-        )
-        record["lastWriteOpTime"] = {"ts": entry["ts"], "t": entry["t"]}
-        self.node.storage.log_txn_record(record, list(self.txn_records.values()))
+            },
+            "lastWriteOpTime": {"ts": entry["ts"], "t": entry["t"]},
+        }
+        if add_txn_statement(self.txn_records, statement):
+            self.node.storage.log_txn_statement(statement, self.txn_records)
 
     def _persist_txn_records(self) -> None:
         self.node.storage.write_txn_records(list(self.txn_records.values()))

@@ -307,8 +307,8 @@ class Storage:
         self.sync()
         _write_atomically(self._oplog_file(), entries)
 
-    # Retryable-write records (mongod's config.transactions): a log of each session's record as
-    # it changes; the last one of a session wins; compacted like a collection's log.
+    # Retryable-write records (mongod's config.transactions): a log of whole records (written
+    # together, after initial sync or rollback and to compact) and of the statements added since.
 
     def _txn_file(self) -> Path:
         return self.root / "transactions.bson"
@@ -320,20 +320,41 @@ class Storage:
         records: dict[bytes, Document] = {}
         for record in _read_log(path):
             self._txn_log_records += 1
-            records[id_key(record["_id"]["id"])] = record
+            if "stmts" in record:
+                records[id_key(record["_id"]["id"])] = record
+            else:
+                add_txn_statement(records, record)
         return list(records.values())
 
-    def log_txn_record(self, record: Document, records: list[Document]) -> None:
-        """Append one session's record as it now is; `records` are all sessions' records
-        (written instead, when the log has outgrown them)."""
-        if self._txn_log_records + 1 > max(_COMPACT_FLOOR, _COMPACT_RATIO * len(records)):
-            self.write_txn_records(records)
+    def log_txn_statement(self, statement: Document, records: dict[bytes, Document]) -> None:
+        """Append a statement add_txn_statement took into `records`; all of them are written
+        instead when the log has outgrown them."""
+        live = sum(len(record["stmts"]) for record in records.values())
+        if self._txn_log_records + 1 > max(_COMPACT_FLOOR, _COMPACT_RATIO * live):
+            self.write_txn_records(list(records.values()))
             return
-        self._append(self._txn_file(), [record])
+        self._append(self._txn_file(), [statement])
         self._txn_log_records += 1
 
     def write_txn_records(self, records: list[Document]) -> None:
-        """All sessions' records at once (after initial sync or rollback, and to compact)."""
+        """All sessions' records at once."""
         self.sync()
         _write_atomically(self._txn_file(), records)
         self._txn_log_records = len(records)
+
+
+def add_txn_statement(records: dict[bytes, Document], statement: Document) -> bool:
+    """Add a statement, {"_id": {"id": <session>}, "txnNum", "stmt", "lastWriteOpTime"}, to its
+    session's record: a newer txnNumber starts the record afresh, an older one is ignored
+    (False)."""
+    key = id_key(statement["_id"]["id"])
+    record = records.get(key)
+    txn = int(statement["txnNum"])
+    if record is None or int(record["txnNum"]) < txn:
+        record = {"_id": statement["_id"], "txnNum": statement["txnNum"], "stmts": []}
+        records[key] = record
+    elif int(record["txnNum"]) > txn:
+        return False
+    record["stmts"].append(statement["stmt"])
+    record["lastWriteOpTime"] = statement["lastWriteOpTime"]
+    return True

@@ -60,6 +60,24 @@ def test_cursor_batches_get_more_and_kill(db: Any) -> None:
     assert error["codeName"] == "CursorNotFound"
 
 
+def test_a_batch_ends_at_16_mib(db: Any) -> None:
+    """getMore without batchSize returns at most 16 MiB of documents: a cursor over 40 MB
+    takes several batches, each a reply a driver accepts (48 MB messages at most)."""
+    note = "x" * (1024 * 1024)
+    for start in range(0, 40, 10):
+        db.big.insert_many([{"_id": i, "note": note} for i in range(start, start + 10)])
+    reply = db.command("find", "big", batchSize=1)
+    cursor_id = reply["cursor"]["id"]
+    sizes = []
+    while cursor_id:
+        more = db.command("getMore", cursor_id, collection="big")
+        sizes.append(len(more["cursor"]["nextBatch"]))
+        cursor_id = more["cursor"]["id"]
+    assert sum(sizes) == 39
+    assert len(sizes) == 3
+    assert max(sizes) <= 16
+
+
 def test_update_operators_and_upsert(db: Any) -> None:
     db.p.insert_one({"_id": 1, "count": 1, "name": "a"})
     result = db.p.update_one({"_id": 1}, {"$inc": {"count": 2}, "$set": {"name": "b"}})
@@ -80,6 +98,23 @@ def test_delete_and_count_documents(db: Any) -> None:
     assert db.p.delete_many({"even": False}).deleted_count == 3
     assert db.p.count_documents({}) == 2
     assert db.command("count", "p")["n"] == 2
+
+
+def test_queries_by_id_compare_as_bson_does(db: Any) -> None:
+    """_id equality, $eq and $in (the _id index's queries) match numbers across types and
+    sub-documents by value, and still apply the rest of the filter."""
+    db.docs.insert_many(
+        [{"_id": 1, "v": "a"}, {"_id": 2.5, "v": "b"}, {"_id": {"k": 3}, "v": "c"}, {"_id": "4"}]
+    )
+    assert db.docs.find_one({"_id": 1.0})["v"] == "a"
+    assert db.docs.find_one({"_id": {"$eq": {"k": 3}}})["v"] == "c"
+    assert db.docs.find_one({"_id": 1, "v": "b"}) is None
+    found = db.docs.find({"_id": {"$in": ["4", 2.5, 1, 1.0, 9]}})
+    assert sorted(str(doc["_id"]) for doc in found) == ["1", "2.5", "4"]
+    assert db.docs.update_one({"_id": 2.5}, {"$set": {"v": "B"}}).modified_count == 1
+    assert db.docs.delete_one({"_id": {"$in": [9, "4"]}}).deleted_count == 1
+    assert db.docs.count_documents({"_id": {"$gte": 1}}) == 2
+    assert db.docs.find_one({"_id": 2.5})["v"] == "B"
 
 
 def test_duplicate_id_is_11000_write_error(db: Any) -> None:

@@ -16,7 +16,16 @@ from pymongo import WriteConcern
 
 from tests.doubles.polling import wait_for
 
-from .conftest import AGAINST_DOUBLE, KEY, Launcher, double_only, free_port, terminate
+from .conftest import (
+    AGAINST_DOUBLE,
+    KEY,
+    Launcher,
+    double_only,
+    free_port,
+    replset_config,
+    terminate,
+    wait_primary,
+)
 
 
 def _conf(tmp: Path, text: str) -> str:
@@ -257,6 +266,37 @@ def test_journaled_writes_survive_a_killed_process(launcher: Launcher) -> None:
         patients = client.clinic.patients
         assert sorted(patients.find(), key=lambda d: d["_id"]) == expected
         assert "by_name" in patients.index_information()
+    finally:
+        client.close()
+
+
+def test_a_retried_write_is_applied_once_after_a_killed_process(launcher: Launcher) -> None:
+    """A retryable insert of 200 documents (one session, one txnNumber), acknowledged with j:
+    true; after SIGKILL and restart, its retry answers n: 200 and inserts nothing again."""
+    node = launcher.start(["--replSet", "rs0"])
+    client = node.client()
+    client.admin.command("replSetInitiate", replset_config("rs0", [node]))
+    client.close()
+    wait_primary(node)
+    body = {
+        "insert": "retry",
+        "documents": [{"_id": i} for i in range(200)],
+        "lsid": {"id": bson.Binary(b"k" * 16, 4)},
+        "txnNumber": bson.Int64(7),
+        "writeConcern": {"w": 1, "j": True},
+        "$db": "clinic",
+    }
+    with node.raw() as raw:
+        assert raw.command(dict(body))["n"] == 200
+    node = launcher.restart(node, signal.SIGKILL)
+    wait_primary(node)
+    with node.raw() as raw:
+        retried = raw.command(dict(body))
+    client = node.client()
+    try:
+        assert retried["n"] == 200, retried
+        assert "writeErrors" not in retried
+        assert client.clinic.retry.count_documents({}) == 200
     finally:
         client.close()
 
