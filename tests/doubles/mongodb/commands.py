@@ -361,6 +361,8 @@ class Commands:
             "createUser": Command(self.create_user, _user_admin_req, "primary"),
             "updateUser": Command(self.update_user, _user_admin_req, "primary"),
             "dropUser": Command(self.drop_user, _user_admin_req, "primary"),
+            "dropAllUsersFromDatabase": Command(self.drop_all_users, _db("dropUser"), "primary"),
+            "dropAllRolesFromDatabase": Command(self.drop_all_roles, _db("dropRole"), "primary"),
             "grantRolesToUser": Command(self.grant_roles, _user_admin_req, "primary"),
             "revokeRolesFromUser": Command(self.revoke_roles, _user_admin_req, "primary"),
             "rolesInfo": Command(self.roles_info, _db("viewRole"), "optIn"),
@@ -1030,6 +1032,19 @@ class Commands:
         doc = self._user(body["dropUser"], db)
         self._delete_doc("admin", "system.users", doc["_id"])
         return await self._user_written(body)
+
+    async def drop_all_users(self, conn: Connection, db: str, body: Document) -> Document:
+        return await self._drop_all_defined_in(db, "system.users", body)
+
+    async def drop_all_roles(self, conn: Connection, db: str, body: Document) -> Document:
+        return await self._drop_all_defined_in(db, "system.roles", body)
+
+    async def _drop_all_defined_in(self, db: str, coll: str, body: Document) -> Document:
+        """Delete the users (or roles) defined in `db`: {n: how many, ok: 1}."""
+        defined = [d for d in self.node.storage.documents("admin", coll) if d.get("db") == db]
+        for doc in defined:
+            self._delete_doc("admin", coll, doc["_id"])
+        return await self._acknowledge(body, {"n": len(defined), "ok": 1.0}, {"w": "majority"})
 
     async def grant_roles(self, conn: Connection, db: str, body: Document) -> Document:
         doc = dict(self._user(body["grantRolesToUser"], db))

@@ -295,6 +295,21 @@ def test_user_management_errors(secured: Mongod) -> None:
         admin.close()
 
 
+def test_drop_all_users_from_a_database_leaves_the_others(secured: Mongod) -> None:
+    admin = secured.client("admin", ADMIN_PW)
+    try:
+        for name in ("u1", "u2"):
+            admin.wipe.command("createUser", name, pwd="Pw-1", roles=["read"])
+        admin.keep.command("createUser", "u1", pwd="Pw-1", roles=["read"])
+        assert admin.wipe.command("dropAllUsersFromDatabase")["n"] == 2
+        assert admin.wipe.command("usersInfo", 1)["users"] == []
+        assert [u["user"] for u in admin.keep.command("usersInfo", 1)["users"]] == ["u1"]
+        assert admin.wipe.command("dropAllRolesFromDatabase")["n"] == 0
+    finally:
+        admin.keep.command("dropUser", "u1")
+        admin.close()
+
+
 def test_users_info_shape_and_role_changes(secured: Mongod) -> None:
     admin = secured.client("admin", ADMIN_PW)
     try:
