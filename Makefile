@@ -71,7 +71,7 @@ molecule: venv images clean-harness ## One scenario (SCENARIO=name) or all of th
 	python -m tests.harness.run_scenarios --jobs $(MOLECULE_JOBS) \
 	  $(or $(SCENARIO),$(filter $(SCENARIOS),$(SCENARIO_ORDER)) $(filter-out $(SCENARIO_ORDER),$(SCENARIOS)))
 
-bench: bench-hardening bench-inventory bench-deploy bench-lab ## Every benchmark but bench-restore; each prints key=value figures on its last line
+bench: bench-hardening bench-inventory bench-restore bench-deploy bench-lab ## Every benchmark; each prints key=value figures on its last line
 
 bench-hardening: venv images clean-harness ## Lynis before/after, converge and no-op re-run times
 	bash tests/bench/hardening.sh
@@ -86,7 +86,7 @@ bench-lab: venv docker ## make lab from nothing, then the no-op re-run: times, c
 bench-inventory: venv ## ansible-inventory time for 1,000 instances in moto
 	python -m tests.bench.inventory
 
-bench-restore: venv ## Backup of 200 MB in the MongoDB double, oplog slice, restore drill to a point in time (does not complete yet: docs/benchmarks.md)
+bench-restore: venv ## Backup of 200 MB in the MongoDB double, oplog slice, restore drill to a point in time
 	python -m tests.bench.restore
 
 lab: venv docker ## The whole platform on local containers (a second run changes nothing)
