@@ -337,30 +337,73 @@ def test_a_drill_started_at_the_restore_task_reaches_no_host(
     assert snapshot(target) == before
 
 
-def test_a_drill_killed_mid_run_leaves_no_unmasked_value(
+# Steps the drill is killed at (drill_killer.py holds it there with a held mongorestore or an
+# fsync lock, then SIGKILLs its unit).
+KILL_POINTS = ("during-restore", "after-restore", "during-masking", "before-copy")
+KILLER = "/root/drill_killer.py"
+HELD_RESTORE = """#!/bin/sh
+# mongorestore, then held until drill_killer.py lets it go (at most five minutes).
+/usr/bin/mongorestore "$@"
+rc=$?
+touch /run/clinic-drill-test/restored
+timeout 300 sh -c 'until [ -e /run/clinic-drill-test/release ]; do sleep 0.05; done'
+exit $rc
+"""
+
+
+@pytest.mark.parametrize("point", KILL_POINTS)
+def test_a_drill_killed_at_any_step_leaves_no_unmasked_value(
     ansible_playbook: Any,
     drill: dict[str, Any],
     drill_host: Host,
     target: MongoClient[dict[str, Any]],
     tail: Any,
+    point: str,
 ) -> None:
-    """The unit is killed (SIGKILL, as by an OOM kill or a lost host) as soon as its scratch
-    instance listens: restored data there, nothing copied yet."""
+    """The unit is SIGKILLed (as by an OOM kill or a lost host) at a step of the drill: the target
+    set holds no original value, in its documents or its oplog, and no scratch instance or file
+    is left. Killed before the copy, the target holds what it held."""
     before = snapshot(target)
-    listening = f'ss -ltnH "sport = :{SCRATCH_PORT}" | grep -q .'
-    watcher = (
-        f"timeout 300 sh -c 'until {listening}; do sleep 0.05; done;"
-        f" systemctl kill --signal=SIGKILL {UNIT}.service; touch /tmp/drill-killed'"
+    subprocess.run(
+        ["docker", "cp", str(ROOT / "molecule" / "backup_cron" / "drill_killer.py"),
+         f"bk-restore:{KILLER}"],
+        check=True,
+    )  # fmt: skip
+    setup = drill_host.run(
+        "rm -rf /run/clinic-drill-test && install -d -m 0700 /run/clinic-drill-test"
+        " && printf %%s %s > /usr/local/bin/mongorestore-held"
+        " && chmod 0755 /usr/local/bin/mongorestore-held",
+        HELD_RESTORE,  # testinfra quotes the arguments of run()
     )
-    drill_host.run("rm -f /tmp/drill-killed")
-    subprocess.run(["docker", "exec", "-d", "bk-restore", "sh", "-c", watcher], check=True)
-    result = ansible_playbook(DRILL, *DRILL_ARGS)
-    assert drill_host.file("/tmp/drill-killed").exists, tail(result)
+    assert setup.rc == 0, setup.stderr
+    args = list(DRILL_ARGS)
+    if point in ("after-restore", "during-masking"):
+        args += ["-e", "restore_drill_mongorestore=/usr/local/bin/mongorestore-held"]
+    killer = [
+        "docker", "exec", "-d", "bk-restore", "/opt/clinic/mongodb-ansible/bin/python", KILLER,
+        point, str(SCRATCH_PORT), UNIT, *(m.decode() for m in ORIGINAL_MARKERS),
+    ]  # fmt: skip
+    if point == "before-copy":
+        target.admin.command("fsync", lock=True)
+    try:
+        subprocess.run(killer, check=True)
+        result = ansible_playbook(DRILL, *args)
+    finally:
+        if point == "before-copy":
+            target.admin.command("fsyncUnlock")
+    assert drill_host.file("/run/clinic-drill-test/killed").exists, tail(result)
     assert result.returncode != 0, tail(result)
     assert "The drill stopped" in result.stdout + result.stderr, tail(result)
-    assert snapshot(target) == before
+    stage = [bson.encode(doc) for doc in target["clinic"]["patients"].find()]
+    assert not any(marker in doc for doc in stage for marker in ORIGINAL_MARKERS)
     assert originals_in_oplog(target) == 0
+    if point != "before-copy":
+        assert snapshot(target) == before
     assert_no_scratch_left(drill_host)
+    if point != "during-restore":
+        # The source's users came with the restore; masking drops them before anything is copied.
+        users = int(drill_host.file("/run/clinic-drill-test/scratch_users").content_string)
+        assert (users == 0) == (point == "before-copy"), users
 
 
 def sample_point(doc_id: Any) -> float:

@@ -34,6 +34,11 @@ whose date field is at most `days` older than the backup, a fixed `fraction` cho
 the _id (the same documents every drill), or those whose `field` holds the _id of a document kept
 of the namespace they `follow` (visits of the sampled patients). Other namespaces copy whole.
 
+The restore brings the source's users and roles into the scratch instance (mongorestore restores
+admin.system.users and admin.system.roles from a full dump, and --oplogReplay admits no
+--nsExclude): the masking step drops them first, so the scratch instance holds no credential of
+the source while it is masked and copied from; admin.* is never copied.
+
 A restore to a point in time replays the archived oplog onto the restored backup, after its counts
 are checked against the manifest and before masking: the entries from the backup's start up to the
 point, with mongorestore --oplogReplay --oplogFile --oplogLimit. Masking, the checks and the copy
@@ -269,6 +274,19 @@ def replay_oplog(request: dict[str, Any], work: Path, report: dict[str, Any]) ->
     report["oplog_entries"] = entries
 
 
+def drop_source_credentials(scratch: MongoClient[dict[str, Any]]) -> None:
+    """Drop the users and roles the restore brought, in every database that defines some."""
+    for coll, command in (
+        ("system.users", "dropAllUsersFromDatabase"),
+        ("system.roles", "dropAllRolesFromDatabase"),
+    ):
+        defined = scratch.admin[coll]
+        for db_name in sorted({doc["db"] for doc in defined.find({}, {"db": 1})}):
+            scratch[db_name].command(command)
+        if defined.count_documents({}):
+            raise DrillStopped(f"admin.{coll}: the source's entries remain in the scratch instance")
+
+
 def user_namespaces(client: MongoClient[dict[str, Any]]) -> set[str]:
     return {
         f"{db}.{coll}"
@@ -416,6 +434,7 @@ def drill(request: dict[str, Any], work: Path, report: dict[str, Any]) -> None:
                 with timed(report, "replay"):
                     replay_oplog(request, work, report)
             with timed(report, "mask"):
+                drop_source_credentials(scratch)
                 for rule in request["rules"]:
                     result = mask(scratch, rule)
                     report["masking"].append(result)
