@@ -6,14 +6,42 @@ set with one input changed by -e.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
+import subprocess
+from collections.abc import Iterator
 
 import pytest
+from cryptography import x509
+
+from tests.harness.pki import Authority, certificate_pem, key_file_pem
 
 REPLSET = ["mdb1", "mdb2", "mdb3"]
 REPLSET_PLUS = [*REPLSET, "mdb4"]
 MISSING_KEYFILE = "/clinic/molecule/mongodb/no-such-keyfile"
+
+TLS_DIR = "/etc/clinic-bad-tls"
+
+
+@pytest.fixture(scope="module")
+def tls_files() -> Iterator[None]:
+    """A CA and, on every member, a certificate of it whose only SAN is another address."""
+    authority = Authority.create("clinic bad-input CA")
+    key, cert = authority.issue("elsewhere", [x509.IPAddress(ipaddress.ip_address("172.30.43.99"))])
+    files = {"ca.pem": certificate_pem(authority.cert), "member.pem": key_file_pem(cert, key)}
+    for host in REPLSET:
+        for name, content in files.items():
+            subprocess.run(
+                ["docker", "exec", "-i", host, "sh", "-c",
+                 f"umask 077 && mkdir -p {TLS_DIR} && cat > {TLS_DIR}/{name}"],
+                input=content,
+                check=True,
+            )  # fmt: skip
+    yield
+    for host in REPLSET:
+        subprocess.run(["docker", "exec", host, "rm", "-rf", TLS_DIR], check=True)
+
 
 # case: (extra vars, hosts of the run, the role's message)
 CASES = {
@@ -40,6 +68,17 @@ CASES = {
         "MongoDB 6.0.15 is not supported: set mongodb_replicaset_version to an exact 7.0.x or "
         "8.0.x version.",
     ),
+    # Each member gets a certificate of the test CA for another address (tls_files below).
+    "tls-certificate-for-another-address": (
+        {
+            "mongodb_replicaset_tls_mode": "requireTLS",
+            "mongodb_replicaset_tls_certificate_key_file": f"{TLS_DIR}/member.pem",
+            "mongodb_replicaset_tls_ca_file": f"{TLS_DIR}/ca.pem",
+        },
+        REPLSET,
+        "mongodb_replicaset_tls_certificate_key_file: the certificate's subjectAltName "
+        "(IP:172.30.43.99) does not cover 172.30.43.11",
+    ),
     "unreachable-repository": (
         {"mongodb_replicaset_repo_url": "http://172.30.43.6"},
         REPLSET,
@@ -49,6 +88,7 @@ CASES = {
 
 
 @pytest.mark.parametrize(("overrides", "hosts", "message"), CASES.values(), ids=CASES.keys())
+@pytest.mark.usefixtures("tls_files")
 def test_bad_input_is_refused_early(ansible_playbook, recap, tail, overrides, hosts, message):  # noqa: ANN001, ANN201
     result = ansible_playbook("bad_input.yml", "-e", json.dumps(overrides), timeout=600)
     output = " ".join((result.stdout + result.stderr).split())
@@ -58,10 +98,10 @@ def test_bad_input_is_refused_early(ansible_playbook, recap, tail, overrides, ho
     assert sorted(counters) == hosts
     assert {host: c["changed"] for host, c in counters.items()} == dict.fromkeys(hosts, 0)
     assert sum(c["failed"] for c in counters.values()) >= 1
-    # No host got past the role's checks (its argument spec and tasks/assert.yml).
+    # No host got past the role's checks (its argument spec, tasks/assert.yml and assert_tls.yml).
     started = re.findall(
         r"^TASK \[clinic\.infra\.mongodb_replicaset : (.*?)\]", result.stdout, re.M
     )
     assert started
-    checks = ("Validating arguments against arg spec", "assert | ")
+    checks = ("Validating arguments against arg spec", "assert | ", "assert_tls | ")
     assert all(name.startswith(checks) for name in started), started

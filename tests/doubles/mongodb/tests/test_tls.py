@@ -28,11 +28,10 @@ import pymongo
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pymongo.write_concern import WriteConcern
 
 from tests.doubles.polling import wait_for
+from tests.harness.pki import Authority, key_file_pem
 from tests.prerequisites import missing
 
 from .conftest import (
@@ -52,103 +51,10 @@ KEY_PASSWORD = "pem-Pass-phrase"
 REFUSED_MS = 2000
 
 
-# A throw-away PKI.
-
-Key = ec.EllipticCurvePrivateKey
-
-
-def _key() -> Key:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "clinic contract tests"),
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-        ]
-    )
-
-
-def _builder(subject: str, issuer: x509.Name, key: Key) -> x509.CertificateBuilder:
-    now = datetime.datetime.now(datetime.UTC)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(_name(subject))
-        .issuer_name(issuer)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-    )
-
-
-@dataclass
-class Authority:
-    key: Key
-    cert: x509.Certificate
-
-    @classmethod
-    def create(cls, name: str) -> Authority:
-        key = _key()
-        cert = (
-            _builder(name, _name(name), key)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-            .sign(key, hashes.SHA256())
-        )
-        return cls(key, cert)
-
-    def issue(
-        self, name: str, names: list[x509.GeneralName], server: bool
-    ) -> tuple[Key, x509.Certificate]:
-        key = _key()
-        usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
-        if server:
-            usages.insert(0, ExtendedKeyUsageOID.SERVER_AUTH)
-        builder = (
-            _builder(name, self.cert.subject, key)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), False
-            )
-        )
-        if names:
-            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-        return key, builder.sign(self.key, hashes.SHA256())
-
-
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     path.chmod(0o600)
     return path
-
-
-def _pem(cert: x509.Certificate, key: Key, password: str | None = None) -> bytes:
-    encryption: serialization.KeySerializationEncryption = (
-        serialization.BestAvailableEncryption(password.encode())
-        if password
-        else serialization.NoEncryption()
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
-    )
-    return cert.public_bytes(serialization.Encoding.PEM) + key_pem
 
 
 @dataclass
@@ -194,14 +100,17 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     pem = serialization.Encoding.PEM
     return Pki(
         ca=_write(base / "ca.pem", ca.cert.public_bytes(pem)),
-        server=_write(base / "server.pem", _pem(server_cert, server_key)),
-        client=_write(base / "client.pem", _pem(client_cert, client_key)),
+        server=_write(base / "server.pem", key_file_pem(server_cert, server_key)),
+        client=_write(base / "client.pem", key_file_pem(client_cert, client_key)),
         foreign_ca=_write(base / "foreign-ca.pem", foreign.cert.public_bytes(pem)),
-        foreign_client=_write(base / "foreign-client.pem", _pem(foreign_cert, foreign_key)),
-        localhost_only=_write(base / "localhost.pem", _pem(only_cert, only_key)),
-        mismatched=_write(base / "mismatched.pem", _pem(server_cert, client_key)),
-        encrypted=_write(base / "encrypted.pem", _pem(server_cert, server_key, KEY_PASSWORD)),
-        revoked_client=_write(base / "revoked-client.pem", _pem(revoked_cert, revoked_key)),
+        foreign_client=_write(base / "foreign-client.pem", key_file_pem(foreign_cert, foreign_key)),
+        localhost_only=_write(base / "localhost.pem", key_file_pem(only_cert, only_key)),
+        mismatched=_write(base / "mismatched.pem", key_file_pem(server_cert, client_key)),
+        encrypted=_write(
+            base / "encrypted.pem",
+            key_file_pem(server_cert, server_key, password=KEY_PASSWORD),
+        ),
+        revoked_client=_write(base / "revoked-client.pem", key_file_pem(revoked_cert, revoked_key)),
         crl=_write(base / "crl.pem", crl.public_bytes(pem)),
     )
 
@@ -426,10 +335,10 @@ def _tls11_client() -> ssl.SSLContext | None:
         client.check_hostname = False
         client.verify_mode = ssl.CERT_NONE
         server = context(ssl.PROTOCOL_TLS_SERVER)
-        key = _key()
-        cert = _builder("probe", _name("probe"), key).sign(key, hashes.SHA256())
+        probe_ca = Authority.create("probe")
+        key, cert = probe_ca.key, probe_ca.cert
         probe = Path(os.environ.get("TMPDIR", "/tmp")) / f"tls11-probe-{os.getpid()}.pem"
-        _write(probe, _pem(cert, key))
+        _write(probe, key_file_pem(cert, key))
         try:
             server.load_cert_chain(probe)
         finally:
