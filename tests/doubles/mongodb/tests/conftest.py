@@ -399,6 +399,20 @@ def wait_primary(node: Mongod, timeout: float = 20) -> None:
         client.close()
 
 
+def member_states(client: pymongo.MongoClient[dict[str, Any]]) -> list[str]:
+    """Every member's stateStr, sorted, as replSetGetStatus reports them."""
+    return sorted(m["stateStr"] for m in client.admin.command("replSetGetStatus")["members"])
+
+
+def wait_healthy(client: pymongo.MongoClient[dict[str, Any]], timeout: float = 30) -> None:
+    """Until a three-member set has one primary and two secondaries."""
+    wait_for(
+        lambda: member_states(client) == ["PRIMARY", "SECONDARY", "SECONDARY"],
+        timeout,
+        "one primary and two secondaries",
+    )
+
+
 def secured_set(
     launcher: Launcher,
     admin_password: str,

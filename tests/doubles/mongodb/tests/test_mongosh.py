@@ -22,10 +22,9 @@ import pymongo
 import pytest
 from bson import json_util
 
-from tests.doubles.polling import wait_for
 from tests.prerequisites import missing
 
-from .conftest import REPO, Launcher, Mongod, free_port, replset_config
+from .conftest import REPO, Launcher, Mongod, free_port, replset_config, wait_healthy
 
 ADMIN_PW = "sh-Admin-pw"
 AUTH = ("--username", "admin", "--password", ADMIN_PW, "--authenticationDatabase", "admin")
@@ -169,14 +168,7 @@ def replset(module_launcher: Launcher, shell: Shell) -> Iterator[Bootstrapped]:
         set_uri(nodes), username="admin", password=ADMIN_PW, authSource="admin"
     )
     try:
-        wait_for(
-            lambda: (
-                sorted(m["stateStr"] for m in client.admin.command("replSetGetStatus")["members"])
-                == ["PRIMARY", "SECONDARY", "SECONDARY"]
-            ),
-            30,
-            "one primary and two secondaries",
-        )
+        wait_healthy(client)
     finally:
         client.close()
     yield Bootstrapped(nodes, result)

@@ -20,6 +20,7 @@ from .conftest import (
     free_port,
     replset_config,
     secured_set,
+    wait_healthy,
     wait_primary,
 )
 
@@ -33,11 +34,6 @@ STORED_MEMBER_FIELDS = {"_id", "host", "tags", "secondaryDelaySecs", *MEMBER_ROL
 def _set_uri(nodes: list[Mongod], user: str = "admin", password: str = ADMIN_PW) -> str:
     hosts = ",".join(n.address for n in nodes)
     return f"mongodb://{user}:{password}@{hosts}/?replicaSet=rs0&authSource=admin"
-
-
-def _states(client: pymongo.MongoClient[dict[str, Any]]) -> list[str]:
-    status = client.admin.command("replSetGetStatus")
-    return sorted(m["stateStr"] for m in status["members"])
 
 
 def test_initiate_on_standalone_is_76(launcher: Launcher) -> None:
@@ -168,11 +164,7 @@ def rs(module_launcher: Launcher) -> Iterator[list[Mongod]]:
     """Three secured members on loopback, initiated and with an admin user."""
     nodes = secured_set(module_launcher, ADMIN_PW)
     client = pymongo.MongoClient(_set_uri(nodes), serverSelectionTimeoutMS=20000)
-    wait_for(
-        lambda: _states(client) == ["PRIMARY", "SECONDARY", "SECONDARY"],
-        30,
-        "one primary and two secondaries",
-    )
+    wait_healthy(client)
     client.close()
     yield nodes
 
@@ -440,9 +432,7 @@ def test_write_concern_times_out_with_64_while_a_member_is_down(
 def test_step_down_elects_another_primary(
     rs: list[Mongod], rs_client: pymongo.MongoClient[Any]
 ) -> None:
-    wait_for(
-        lambda: _states(rs_client) == ["PRIMARY", "SECONDARY", "SECONDARY"], 20, "a healthy set"
-    )
+    wait_healthy(rs_client, 20)
     old = _primary(rs, rs_client)
     old_client = old.client("admin", ADMIN_PW)
     secondary = next(n for n in rs if n is not old).client("admin", ADMIN_PW)

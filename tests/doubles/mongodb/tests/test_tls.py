@@ -43,6 +43,7 @@ from .conftest import (
     free_port,
     replset_config,
     secured_set,
+    wait_healthy,
 )
 from .test_mongosh import MONGOSH, Shell
 
@@ -493,14 +494,7 @@ def test_replica_set_under_require_tls_elects_and_replicates(launcher: Launcher,
         **options,
     )
     try:
-        wait_for(
-            lambda: (
-                sorted(m["stateStr"] for m in client.admin.command("replSetGetStatus")["members"])
-                == ["PRIMARY", "SECONDARY", "SECONDARY"]
-            ),
-            30,
-            "one primary and two secondaries",
-        )
+        wait_healthy(client)
         visits = client.clinic.get_collection(
             "visits", write_concern=WriteConcern(w="majority", wtimeout=10000)
         )
