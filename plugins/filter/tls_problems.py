@@ -20,7 +20,7 @@ description:
   - "Problems: no certificate or no private key in the file; an encrypted private key (the role
     gives the service no passphrase); a key that does not match the certificate; a certificate
     that is expired or not valid yet, or expires within C(min_days) days; a CA bundle none of
-    whose certificates signed it (or whose signer has expired); a subjectAltName that does not
+    whose certificates signed it (or a signer that has expired); a subjectAltName that does not
     cover every name (DNS names case-insensitively, a wildcard for one leftmost label; IP
     addresses as addresses); an extendedKeyUsage without serverAuth and clientAuth (members
     present the same certificate to each other); an RSA key under 2048 bits."
@@ -125,16 +125,17 @@ def _issued_by(certificate: Any, authority: Any) -> bool:
     return True
 
 
-def _signer(leaf: Any, intermediates: list[Any], authorities: list[Any]) -> Any | None:
-    """The bundle's certificate that signed the leaf, directly or through an intermediate of the
-    certificate key file."""
+def _issuers(leaf: Any, intermediates: list[Any], authorities: list[Any]) -> list[Any]:
+    """The certificates that issued the leaf up to one of the bundle's, directly or through an
+    intermediate of the certificate key file; empty when the bundle did not sign it."""
     for authority in authorities:
         if _issued_by(leaf, authority):
-            return authority
+            return [authority]
     for intermediate in intermediates:
         if _issued_by(leaf, intermediate):
-            return next((a for a in authorities if _issued_by(intermediate, a)), None)
-    return None
+            root = next((a for a in authorities if _issued_by(intermediate, a)), None)
+            return [intermediate, root] if root is not None else []
+    return []
 
 
 def _uncovered(leaf: Any, names: Sequence[str]) -> tuple[list[str], str]:
@@ -238,18 +239,20 @@ def tls_problems(
     if validity:
         problems.append(f"{certificate_var}: {validity}")
 
-    signer = _signer(leaf, intermediates, authorities)
+    issuers = _issuers(leaf, intermediates, authorities)
+    expired = next((c for c in issuers if c.not_valid_after_utc <= moment), None)
     if not authorities:
         problems.append(f"{ca_var} holds no CA certificate (PEM CERTIFICATE block)")
-    elif signer is None:
+    elif not issuers:
         problems.append(
             f"{ca_var} does not hold the CA that signed the certificate in {certificate_var} "
             f"(issuer: {leaf.issuer.rfc4514_string()})"
         )
-    elif signer.not_valid_after_utc <= moment:
-        problems.append(
-            f"{ca_var}: the CA certificate expired on {_day(signer.not_valid_after_utc)}"
-        )
+    elif expired is not None:
+        where = f"{ca_var}: the"
+        if expired not in authorities:
+            where = f"{certificate_var}: the intermediate"
+        problems.append(f"{where} CA certificate expired on {_day(expired.not_valid_after_utc)}")
 
     uncovered, held = _uncovered(leaf, names)
     if uncovered:

@@ -89,10 +89,15 @@ class Authority:
         builder = _builder(common_name, name(common_name), key, not_before, not_after)
         return cls(key, _ca_extensions(builder, key).sign(key, hashes.SHA256()))
 
-    def intermediate(self, common_name: str) -> Authority:
+    def intermediate(
+        self,
+        common_name: str,
+        not_before: datetime.datetime | None = None,
+        not_after: datetime.datetime | None = None,
+    ) -> Authority:
         """A CA this one signs."""
         key = new_key()
-        builder = _builder(common_name, self.cert.subject, key, None, None)
+        builder = _builder(common_name, self.cert.subject, key, not_before, not_after)
         return Authority(key, _ca_extensions(builder, key).sign(self.key, hashes.SHA256()))
 
     def issue(

@@ -11,6 +11,7 @@ from typing import Any
 
 from .bson_codec import Document, sort_key, type_rank
 from .errors import MongoError
+from .storage import id_key
 
 _MISSING = object()
 
@@ -124,7 +125,7 @@ def id_values(query: Document) -> list[Any] | None:
         if set(condition) == {"$eq"}:
             return [condition["$eq"]]
         if set(condition) == {"$in"} and isinstance(condition["$in"], list):
-            unique = {repr(sort_key(value)): value for value in condition["$in"]}
+            unique = {id_key(value): value for value in condition["$in"]}
             return sorted(unique.values(), key=sort_key)
         return None
     return [condition]

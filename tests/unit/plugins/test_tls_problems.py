@@ -125,6 +125,17 @@ def test_an_expired_ca_is_refused() -> None:
     assert problem.startswith(f"{CA_VAR}: the CA certificate expired on")
 
 
+def test_an_expired_intermediate_is_refused(authority: Authority) -> None:
+    issuing = authority.intermediate(
+        "clinic issuing CA",
+        not_before=YEAR["not_before"],
+        not_after=NOW - datetime.timedelta(hours=1),
+    )
+    key, cert = member(issuing)
+    (problem,) = check(key_file_pem(cert, key, issuing.cert), ca_pem(authority))
+    assert problem.startswith(f"{CERT_VAR}: the intermediate CA certificate expired on")
+
+
 def test_a_san_that_does_not_cover_the_host_is_refused(authority: Authority) -> None:
     key, cert = member(authority, names=[x509.DNSName("mdb2.clinic.internal")])
     (problem,) = check(key_file_pem(cert, key), ca_pem(authority))
