@@ -14,6 +14,13 @@ def listeners(host_named):  # noqa: ANN001, ANN201
         host_named(name).check_output(
             "systemd-run --unit=scenario-listener --collect python3 -m http.server 8080"
         )
+    # systemd-run returns once the unit starts, not once it listens: wait for the LISTEN socket
+    # (state 0A on port 0x1F90 in /proc/net/tcp or tcp6) so that a probe never races it.
+    listening = "awk '$2 ~ /:1F90$/ && $4 == \"0A\"' /proc/net/tcp /proc/net/tcp6 | grep -q ."
+    for name in TARGETS:
+        host_named(name).check_output(
+            "timeout 30 sh -c %s", f"until {listening}; do sleep 0.1; done"
+        )
     yield
     for name in TARGETS:
         host_named(name).run("systemctl stop scenario-listener")
