@@ -64,6 +64,24 @@ options:
     description: Seconds to wait for the connection and for server selection.
     type: float
     default: 5
+  ssl:
+    description:
+      - Connect with TLS, verifying the server's certificate against O(ssl_ca_certs) and its name
+        against O(login_host). The option names are community.mongodb's, so that one
+        C(module_defaults) entry serves both.
+    type: bool
+    default: false
+    aliases: [tls]
+  ssl_ca_certs:
+    description: CA bundle the server's certificate is verified with (default the system's CAs).
+    type: path
+    aliases: [tlsCAFile]
+  ssl_certfile:
+    description:
+      - Client certificate and its key in one PEM file; mongod asks for one when it has a CA file
+        and does not allow connections without certificates.
+    type: path
+    aliases: [tlsCertificateKeyFile]
 attributes:
   check_mode:
     support: full
@@ -135,6 +153,18 @@ def plain(value: object) -> object:
     return str(value)
 
 
+def tls_options(params: dict) -> dict:
+    """pymongo's TLS options from the module's (none unless O(ssl))."""
+    if not params["ssl"]:
+        return {}
+    options: dict = {"tls": True}
+    if params["ssl_ca_certs"]:
+        options["tlsCAFile"] = params["ssl_ca_certs"]
+    if params["ssl_certfile"]:
+        options["tlsCertificateKeyFile"] = params["ssl_certfile"]
+    return options
+
+
 def client_for(params: dict, **auth: str) -> MongoClient:
     timeout_ms = int(params["connect_timeout"] * 1000)
     return MongoClient(
@@ -143,6 +173,7 @@ def client_for(params: dict, **auth: str) -> MongoClient:
         directConnection=True,
         connectTimeoutMS=timeout_ms,
         serverSelectionTimeoutMS=timeout_ms,
+        **tls_options(params),
         **auth,
     )
 
@@ -200,6 +231,9 @@ def main() -> None:
             },
             "read_config": {"type": "bool", "default": False},
             "connect_timeout": {"type": "float", "default": 5},
+            "ssl": {"type": "bool", "default": False, "aliases": ["tls"]},
+            "ssl_ca_certs": {"type": "path", "aliases": ["tlsCAFile"]},
+            "ssl_certfile": {"type": "path", "aliases": ["tlsCertificateKeyFile"]},
         },
         supports_check_mode=True,
     )

@@ -2,6 +2,8 @@
 
 Everything MongoDB-related connects from the test machine (172.30.43.1 on the scenario network), the
 way an application or an operator would, with the secrets read from SSM like the role reads them.
+The set requires TLS: clients verify the members against the scenario's CA and present a client
+certificate that CA signed for the test machine (its key and certificate read from moto's SSM).
 Members are known to the set as "<address>:27017"; their containers are named mdb1..mdb3.
 
 The modules run in a fixed order (MODULE_ORDER, also the alphabetical one): bad input, which must
@@ -16,9 +18,14 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
+import boto3
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
+
+from tests.harness.pki import Authority, key_file_pem
 
 SET_NAME = "rs0"
 PORT = 27017
@@ -29,8 +36,11 @@ MODULE_ORDER = (
     "test_freeze",
     "test_membership",
     "test_replicaset",
+    "test_tls",
     "test_rolling_restart",
 )
+# The scenario's CA in moto's SSM (vars.yml: tls_certificate_ca_*_parameter).
+CA_PARAMETERS = "/clinic/molecule/mongodb/tls"
 
 
 class Member(NamedTuple):
@@ -75,13 +85,46 @@ def password(secret: Callable[[str], str]) -> Callable[[str], str]:
     return lambda user: secret(f"mongodb_{user}_password")
 
 
+@pytest.fixture(scope="session")
+def authority() -> Authority:
+    """The scenario's CA, as the tls_certificate role created it in SSM."""
+    ssm = boto3.client("ssm")
+
+    def read(name: str) -> bytes:
+        reply = ssm.get_parameter(Name=f"{CA_PARAMETERS}/{name}", WithDecryption=True)
+        return reply["Parameter"]["Value"].encode()
+
+    key = serialization.load_pem_private_key(read("ca_key"), password=None)
+    return Authority(key, x509.load_pem_x509_certificate(read("ca_certificate")))  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def client_tls(authority: Authority, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """pymongo's TLS options of the test machine: the CA file and a client certificate."""
+    base = tmp_path_factory.mktemp("client-tls")
+    key, cert = authority.issue("molecule operator", [], server=False)
+    files = {
+        "ca.pem": authority.cert.public_bytes(serialization.Encoding.PEM),
+        "client.pem": key_file_pem(cert, key),
+    }
+    for name, data in files.items():
+        (base / name).write_bytes(data)
+        (base / name).chmod(0o600)
+    return {
+        "tls": True,
+        "tlsCAFile": str(base / "ca.pem"),
+        "tlsCertificateKeyFile": str(base / "client.pem"),
+    }
+
+
 @pytest.fixture(scope="module")
-def mongo() -> Iterator[Callable[..., MongoClient]]:
+def mongo(client_tls: dict[str, Any]) -> Iterator[Callable[..., MongoClient]]:
     """Open clients from the test machine; closed when the module is done.
 
     mongo() is the replica set client (discovery over the three members); mongo(address=...)
     connects to that one member directly. Credentials are optional; the timeouts are short so
-    that a test fails quickly instead of hanging on a member that is down.
+    that a test fails quickly instead of hanging on a member that is down. Every client uses TLS
+    (client_tls) unless the options say otherwise.
     """
     clients: list[MongoClient] = []
 
@@ -93,7 +136,7 @@ def mongo() -> Iterator[Callable[..., MongoClient]]:
         address: str | None = None,
         **options: Any,
     ) -> MongoClient:
-        settings: dict[str, Any] = {
+        settings: dict[str, Any] = client_tls | {
             "serverSelectionTimeoutMS": 5000,
             "connectTimeoutMS": 3000,
             "socketTimeoutMS": 15000,

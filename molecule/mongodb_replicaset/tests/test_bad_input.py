@@ -79,6 +79,13 @@ CASES = {
         "mongodb_replicaset_tls_certificate_key_file: the certificate's subjectAltName "
         "(IP:172.30.43.99) does not cover 172.30.43.11",
     ),
+    # The set runs requireTLS: plaintext in one step would cut every client and member off.
+    "tls-mode-more-than-one-step": (
+        {"mongodb_replicaset_tls_mode": "disabled"},
+        REPLSET,
+        "mongodb_replicaset_tls_mode: mdb1 runs net.tls.mode requireTLS; converge with preferTLS "
+        "first.",
+    ),
     "unreachable-repository": (
         {"mongodb_replicaset_repo_url": "http://172.30.43.6"},
         REPLSET,

@@ -3,6 +3,7 @@ it reads the topology before any user exists and tells a wrong password from a g
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import subprocess
 import sys
@@ -10,8 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from tests.doubles.mongodb.tests.conftest import Launcher, Mongod, replset_config, wait_primary
+from tests.harness.pki import Authority, key_file_pem
 
 ROOT = Path(__file__).resolve().parents[3]
 MODULE = ROOT / "plugins" / "modules" / "mongodb_probe.py"
@@ -87,3 +91,49 @@ def test_reading_the_config_needs_credentials(node: Mongod) -> None:
     result = probe(node, read_config=True)
     assert result["failed"] is True
     assert "read_config needs credentials" in result["msg"]
+
+
+@pytest.fixture(scope="module")
+def tls_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Mongod, Path, Path]]:
+    """A mongod that requires TLS and client certificates; with its CA file and a client's PEM."""
+    base = tmp_path_factory.mktemp("probe-tls")
+    ca = Authority.create("probe test CA")
+    loopback = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    files = {"ca.pem": ca.cert.public_bytes(serialization.Encoding.PEM)}
+    files["server.pem"] = key_file_pem(*reversed(ca.issue("127.0.0.1", loopback, server=True)))
+    files["client.pem"] = key_file_pem(*reversed(ca.issue("probe client", [], server=False)))
+    for name, data in files.items():
+        (base / name).write_bytes(data)
+        (base / name).chmod(0o600)
+    launcher = Launcher(base)
+    mongod = launcher.start(
+        ["--tlsMode", "requireTLS", "--tlsCertificateKeyFile", str(base / "server.pem"),
+         "--tlsCAFile", str(base / "ca.pem")],
+        client_options={"tls": True, "tlsCAFile": str(base / "ca.pem"),
+                        "tlsCertificateKeyFile": str(base / "client.pem")},
+    )  # fmt: skip
+    yield mongod, base / "ca.pem", base / "client.pem"
+    launcher.stop_all()
+
+
+def test_connects_with_tls_and_a_client_certificate(tls_node: tuple[Mongod, Path, Path]) -> None:
+    node, ca, client = tls_node
+    result = probe(node, tls=True, tlsCAFile=str(ca), tlsCertificateKeyFile=str(client))
+    assert result.get("failed") is not True, result
+    assert result["hello"]["isWritablePrimary"] is True
+
+
+@pytest.mark.parametrize(
+    "args",
+    [{"connect_timeout": 2}, {"tls": True, "connect_timeout": 2}],
+    ids=["plaintext", "no-client-certificate"],
+)
+def test_tls_server_refuses_a_probe_without_tls_or_certificate(
+    tls_node: tuple[Mongod, Path, Path], args: dict
+) -> None:
+    node, ca, _ = tls_node
+    if args.get("tls"):
+        args = args | {"tlsCAFile": str(ca)}
+    result = probe(node, **args)
+    assert result["failed"] is True
+    assert f"{node.host}:{node.port}" in result["msg"]
