@@ -251,9 +251,21 @@ class HeldReadingProtocol(asyncio.StreamReaderProtocol):
     connection is handed to the TLS layer."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
         assert isinstance(transport, asyncio.ReadTransport)
         transport.pause_reading()
+        # Python 3.11.2 (Debian 12's) starts the transport's reader right after connection_made
+        # even when it is paused, and a ClientHello that arrives then is read as plaintext: the
+        # handshake hangs. Once that has happened, resuming and pausing again removes the reader
+        # and cancels any read it queued (later 3.11 releases check the pause themselves). This
+        # runs before the connection's task (started by super().connection_made) peeks.
+        asyncio.get_running_loop().call_soon(self._hold_again, transport)
+        super().connection_made(transport)
+
+    @staticmethod
+    def _hold_again(transport: asyncio.ReadTransport) -> None:
+        if not transport.is_closing() and not transport.is_reading():
+            transport.resume_reading()
+            transport.pause_reading()
 
 
 async def peek_header(writer: asyncio.StreamWriter) -> bytes:
