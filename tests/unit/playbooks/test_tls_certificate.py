@@ -226,3 +226,20 @@ def test_bad_input_is_refused_before_any_change(
     assert not aws_client(moto, "ssm").describe_parameters(
         ParameterFilters=[{"Key": "Name", "Option": "BeginsWith", "Values": [host.prefix]}]
     )["Parameters"]
+
+
+def test_certificate_of_a_replaced_ca_is_signed_again(moto: dict[str, str], tmp_path: Path) -> None:
+    host = Host(moto, tmp_path / "etc-tls")
+    succeeded(host.run())
+    before = host.certificate()
+    ssm = aws_client(moto, "ssm")
+    ssm.delete_parameters(Names=[f"{host.prefix}/ca_key", f"{host.prefix}/ca_certificate"])
+    assert succeeded(host.run())["changed"] > 0
+    after = host.certificate()
+    after.verify_directly_issued_by(host.authority())
+    assert after.issuer == before.issuer  # the same name: only the key tells the CAs apart
+    identifier = x509.AuthorityKeyIdentifier
+    assert (
+        after.extensions.get_extension_for_class(identifier).value
+        != before.extensions.get_extension_for_class(identifier).value
+    )
