@@ -2,6 +2,8 @@
 primary back as a secondary; the role then finds nothing to change.
 
 The tests of this module run in order against one stop of the primary (the `stopped` fixture).
+The module comes right after test_tls: its converge is also the first run after the certificate
+renewal, which must not sign or restart anything again.
 """
 
 from __future__ import annotations

@@ -11,11 +11,11 @@ written must be on every member at the end.
 from __future__ import annotations
 
 import subprocess
-import threading
 import time
 
 from pymongo.errors import PyMongoError
 from pymongo.write_concern import WriteConcern
+from rollouts import Writer
 
 FREEZE_S = 25
 # electionTimeoutMillis (10 s), a dry run and the vote, with room for a loaded CI machine.
@@ -39,23 +39,6 @@ def test_a_frozen_primary_is_replaced_and_no_acknowledged_write_is_lost(  # noqa
     collection = writer_client.clinic.get_collection(
         "verify_freeze", write_concern=WriteConcern("majority", wtimeout=30000)
     )
-    acknowledged: list[int] = []
-    errors: list[str] = []
-    stop = threading.Event()
-
-    def write() -> None:
-        seq = 0
-        while not stop.is_set():
-            seq += 1
-            try:
-                collection.insert_one({"_id": f"{container}-{seq}", "at": time.time()})
-                acknowledged.append(seq)
-            except PyMongoError as error:
-                errors.append(f"{seq}: {type(error).__name__}: {error}")
-            stop.wait(WRITE_EVERY_S)
-
-    writer = threading.Thread(target=write)
-    writer.start()
     survivors = {m.host: mongo(address=m.host) for m in members if m.host != old}
 
     def elected() -> str | None:
@@ -67,7 +50,7 @@ def test_a_frozen_primary_is_replaced_and_no_acknowledged_write_is_lost(  # noqa
                 pass
         return None
 
-    try:
+    with Writer(collection, WRITE_EVERY_S) as writer:
         time.sleep(2)
         subprocess.run(["docker", "pause", container], check=True)
         frozen_at = time.monotonic()
@@ -84,16 +67,13 @@ def test_a_frozen_primary_is_replaced_and_no_acknowledged_write_is_lost(  # noqa
             f"{old} SECONDARY once thawed",
         )
         time.sleep(3)
-    finally:
-        stop.set()
-        writer.join()
     replset.wait_healthy()
-    assert acknowledged, errors
-    wanted = {f"{container}-{seq}" for seq in acknowledged}
+    assert writer.acknowledged, writer.failed
+    wanted = set(writer.acknowledged)
     for member in members:
         copy = mongo("admin", password("admin"), address=member.host, readPreference="nearest")
 
-        def missing(copy=copy) -> set[str]:  # noqa: ANN001
+        def missing(copy=copy) -> set[int]:  # noqa: ANN001
             return wanted - {d["_id"] for d in copy.clinic.verify_freeze.find({}, {"_id": 1})}
 
         # A secondary may still be applying the last writes: they must all be there within 15 s.
