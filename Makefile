@@ -37,8 +37,11 @@ lint: venv ## ansible-lint (production profile), yamllint, ruff
 	ruff check .
 	ruff format --check .
 
-unit: venv mongosh ## Python tests that need no containers
-	pytest tests
+# Worker processes of the unit tests (pytest-xdist), each taking a whole file at a time: the
+# files' module fixtures (a moto server, a running double) start once per file, as without it.
+UNIT_JOBS ?= 2
+unit: venv mongosh ## Python tests that need no containers, UNIT_JOBS files at a time
+	pytest -n $(UNIT_JOBS) --dist loadfile tests
 
 # The real mongosh client (npm, pinned in the script) that the MongoDB double's contract tests drive;
 # kept under the virtualenv, which git and every linter already ignore.
