@@ -23,6 +23,7 @@ from tests.harness.moto_ec2 import aws_client
 
 PLAYBOOK = ROOT / "tests" / "unit" / "playbooks" / "files" / "tls_certificate.yml"
 NAMES = ["api-1.clinic.test", "127.0.0.1", "localhost"]
+KMS_KEY = "alias/clinic-test"
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +50,14 @@ class Host:
     def parameter(self, name: str) -> dict[str, Any]:
         ssm = aws_client(self.env, "ssm")
         return ssm.get_parameter(Name=f"{self.prefix}/{name}", WithDecryption=True)["Parameter"]
+
+    def key_id(self, name: str) -> str:
+        """The KMS key a SecureString is encrypted with, as SSM describes the parameter."""
+        ssm = aws_client(self.env, "ssm")
+        described = ssm.describe_parameters(
+            ParameterFilters=[{"Key": "Name", "Values": [f"{self.prefix}/{name}"]}]
+        )["Parameters"]
+        return described[0]["KeyId"]
 
     def certificate(self) -> x509.Certificate:
         return x509.load_pem_x509_certificate((self.dir / "host.crt").read_bytes())
@@ -77,9 +86,9 @@ def succeeded(run: Run) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def host(moto: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Host:
-    """A host converged once."""
+    """A host converged once, whose run created the CA with the environment's KMS key."""
     host = Host(moto, tmp_path_factory.mktemp("tls") / "etc-tls")
-    assert succeeded(host.run())["changed"] > 0
+    assert succeeded(host.run("-e", f"tls_certificate_ca_kms_key_alias={KMS_KEY}"))["changed"] > 0
     return host
 
 
@@ -87,6 +96,7 @@ def test_ca_is_created_in_ssm_with_its_key_encrypted(host: Host) -> None:
     key = host.parameter("ca_key")
     certificate = host.parameter("ca_certificate")
     assert key["Type"] == "SecureString"
+    assert host.key_id("ca_key") == KMS_KEY
     assert certificate["Type"] == "String"
     authority = x509.load_pem_x509_certificate(certificate["Value"].encode())
     ca_key = serialization.load_pem_private_key(key["Value"].encode(), password=None)
@@ -176,6 +186,8 @@ def test_certificate_due_for_renewal_is_signed_again_with_the_same_key(
 def test_changed_names_are_signed_again(moto: dict[str, str], tmp_path: Path) -> None:
     host = Host(moto, tmp_path / "etc-tls")
     succeeded(host.run())
+    # No tls_certificate_ca_kms_key_alias: the CA's key is under SSM's default key.
+    assert host.key_id("ca_key") == "alias/aws/ssm"
     names = '{"tls_certificate_subject_alt_names": ["DNS:api-2.clinic.test", "IP:127.0.0.2"]}'
     assert succeeded(host.run("-e", names))["changed"] > 0
     san = host.certificate().extensions.get_extension_for_class(x509.SubjectAlternativeName)
