@@ -94,10 +94,7 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize(("overrides", "hosts", "message"), CASES.values(), ids=CASES.keys())
-@pytest.mark.usefixtures("tls_files")
-def test_bad_input_is_refused_early(ansible_playbook, recap, tail, overrides, hosts, message):  # noqa: ANN001, ANN201
-    result = ansible_playbook("bad_input.yml", "-e", json.dumps(overrides), timeout=600)
+def assert_refused_early(result, recap, tail, hosts: list[str], message: str) -> None:  # noqa: ANN001
     output = " ".join((result.stdout + result.stderr).split())
     assert result.returncode != 0, tail(result)
     assert message in output, tail(result)
@@ -112,3 +109,47 @@ def test_bad_input_is_refused_early(ansible_playbook, recap, tail, overrides, ho
     assert started
     checks = ("Validating arguments against arg spec", "assert | ", "assert_tls | ")
     assert all(name.startswith(checks) for name in started), started
+
+
+@pytest.mark.parametrize(("overrides", "hosts", "message"), CASES.values(), ids=CASES.keys())
+@pytest.mark.usefixtures("tls_files")
+def test_bad_input_is_refused_early(ansible_playbook, recap, tail, overrides, hosts, message):  # noqa: ANN001, ANN201
+    result = ansible_playbook("bad_input.yml", "-e", json.dumps(overrides), timeout=600)
+    assert_refused_early(result, recap, tail, hosts, message)
+
+
+def write_conf(host: str, content: str) -> None:
+    subprocess.run(
+        ["docker", "exec", "-i", host, "sh", "-c", "cat > /etc/mongod.conf"],
+        input=content,
+        text=True,
+        check=True,
+    )
+
+
+@pytest.fixture
+def half_applied_prefer_tls() -> Iterator[None]:
+    """mdb1 as a run towards preferTLS leaves it when it stops after writing mongod.conf and before
+    the rolling restart: the file says preferTLS, mongod still runs requireTLS."""
+    conf = subprocess.run(
+        ["docker", "exec", "mdb1", "cat", "/etc/mongod.conf"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "mode: requireTLS" in conf, conf
+    write_conf("mdb1", conf.replace("mode: requireTLS", "mode: preferTLS"))
+    yield
+    write_conf("mdb1", conf)
+
+
+@pytest.mark.usefixtures("half_applied_prefer_tls")
+def test_a_step_is_judged_from_the_mode_mongod_runs(ansible_playbook, recap, tail):  # noqa: ANN001, ANN201
+    """allowTLS is one step from mdb1's mongod.conf, but two from the mode its mongod runs."""
+    overrides = {"mongodb_replicaset_tls_mode": "allowTLS"}
+    result = ansible_playbook("bad_input.yml", "-e", json.dumps(overrides), timeout=600)
+    message = (
+        "mongodb_replicaset_tls_mode: mdb1 runs net.tls.mode requireTLS; converge with preferTLS "
+        "first."
+    )
+    assert_refused_early(result, recap, tail, REPLSET, message)
