@@ -24,6 +24,11 @@ MISSING_KEYFILE = "/clinic/molecule/mongodb/no-such-keyfile"
 TLS_DIR = "/etc/clinic-bad-tls"
 
 
+def write_on(host: str, command: str, content: bytes) -> None:
+    """Run a shell command in a member's container with content on its standard input."""
+    subprocess.run(["docker", "exec", "-i", host, "sh", "-c", command], input=content, check=True)
+
+
 @pytest.fixture(scope="module")
 def tls_files() -> Iterator[None]:
     """A CA and, on every member, a certificate of it whose only SAN is another address."""
@@ -32,12 +37,7 @@ def tls_files() -> Iterator[None]:
     files = {"ca.pem": certificate_pem(authority.cert), "member.pem": key_file_pem(cert, key)}
     for host in REPLSET:
         for name, content in files.items():
-            subprocess.run(
-                ["docker", "exec", "-i", host, "sh", "-c",
-                 f"umask 077 && mkdir -p {TLS_DIR} && cat > {TLS_DIR}/{name}"],
-                input=content,
-                check=True,
-            )  # fmt: skip
+            write_on(host, f"umask 077 && mkdir -p {TLS_DIR} && cat > {TLS_DIR}/{name}", content)
     yield
     for host in REPLSET:
         subprocess.run(["docker", "exec", host, "rm", "-rf", TLS_DIR], check=True)
@@ -118,29 +118,16 @@ def test_bad_input_is_refused_early(ansible_playbook, recap, tail, overrides, ho
     assert_refused_early(result, recap, tail, hosts, message)
 
 
-def write_conf(host: str, content: str) -> None:
-    subprocess.run(
-        ["docker", "exec", "-i", host, "sh", "-c", "cat > /etc/mongod.conf"],
-        input=content,
-        text=True,
-        check=True,
-    )
-
-
 @pytest.fixture
-def half_applied_prefer_tls() -> Iterator[None]:
+def half_applied_prefer_tls(host_named) -> Iterator[None]:  # noqa: ANN001
     """mdb1 as a run towards preferTLS leaves it when it stops after writing mongod.conf and before
     the rolling restart: the file says preferTLS, mongod still runs requireTLS."""
-    conf = subprocess.run(
-        ["docker", "exec", "mdb1", "cat", "/etc/mongod.conf"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert "mode: requireTLS" in conf, conf
-    write_conf("mdb1", conf.replace("mode: requireTLS", "mode: preferTLS"))
+    conf = host_named("mdb1").file("/etc/mongod.conf").content
+    assert b"mode: requireTLS" in conf, conf
+    ahead = conf.replace(b"mode: requireTLS", b"mode: preferTLS")
+    write_on("mdb1", "cat > /etc/mongod.conf", ahead)
     yield
-    write_conf("mdb1", conf)
+    write_on("mdb1", "cat > /etc/mongod.conf", conf)
 
 
 @pytest.mark.usefixtures("half_applied_prefer_tls")
