@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 import shlex
 import time
 from collections.abc import Callable, Iterator
@@ -176,8 +177,11 @@ def latest(s3: Any) -> dict[str, Any] | None:
 
 
 def backup_prefixes(s3: Any) -> set[str]:
+    """The backups' prefixes (backups/ENV/<UTC timestamp>/), not the oplog archive's sibling that
+    its cron job may write at any time."""
     listing = s3.list_objects_v2(Bucket=BUCKET, Prefix=f"backups/{ENV}/", Delimiter="/")
-    return {p["Prefix"] for p in listing.get("CommonPrefixes", [])}
+    prefixes = {p["Prefix"] for p in listing.get("CommonPrefixes", [])}
+    return {p for p in prefixes if re.fullmatch(rf"backups/{ENV}/\d{{8}}T\d{{6}}Z/", p)}
 
 
 def metric_points(name: str, since: datetime.datetime, env: str = ENV) -> list[dict[str, Any]]:
