@@ -6,22 +6,28 @@ network (SSH logins, port probes) run inside a client container against a server
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
 import testinfra
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from testinfra.host import Host
 
 ROOT = Path(__file__).resolve().parents[1]
 # Scenario tests may use the project's test helpers (tests.harness), wherever pytest runs from.
 sys.path.insert(0, str(ROOT))
+from tests.harness.pki import Authority, key_file_pem  # noqa: E402
+
 # Every secret of an environment, named once (clinic_secrets); services.yml seeds them in moto.
 SECRETS = yaml.safe_load((ROOT / "group_vars" / "all" / "secrets.yml").read_text())[
     "clinic_secrets"
@@ -86,6 +92,50 @@ def secret() -> Callable[..., str]:
         return cache[parameter]
 
     return read
+
+
+@pytest.fixture(scope="session")
+def authority_at() -> Callable[[str], Authority]:
+    """The CA that tls_certificate keeps under an SSM prefix (<prefix>/ca_key and
+    <prefix>/ca_certificate) in the scenario's moto, e.g. the environment's /clinic/<env>/tls."""
+    ssm = boto3.client("ssm")
+
+    def load(prefix: str) -> Authority:
+        def read(name: str) -> bytes:
+            reply = ssm.get_parameter(Name=f"{prefix}/{name}", WithDecryption=True)
+            return reply["Parameter"]["Value"].encode()
+
+        key = serialization.load_pem_private_key(read("ca_key"), password=None)
+        return Authority(key, x509.load_pem_x509_certificate(read("ca_certificate")))  # type: ignore[arg-type]
+
+    return functools.cache(load)
+
+
+@pytest.fixture(scope="session")
+def client_tls_at(
+    authority_at: Callable[[str], Authority], tmp_path_factory: pytest.TempPathFactory
+) -> Callable[[str], dict[str, Any]]:
+    """pymongo's TLS options of the test machine for the CA under an SSM prefix (authority_at):
+    the CA file and a client certificate that CA signed."""
+
+    def options(prefix: str) -> dict[str, Any]:
+        authority = authority_at(prefix)
+        base = tmp_path_factory.mktemp("client-tls")
+        key, cert = authority.issue("molecule operator", [], server=False)
+        files = {
+            "ca.pem": authority.cert.public_bytes(serialization.Encoding.PEM),
+            "client.pem": key_file_pem(cert, key),
+        }
+        for name, data in files.items():
+            (base / name).write_bytes(data)
+            (base / name).chmod(0o600)
+        return {
+            "tls": True,
+            "tlsCAFile": str(base / "ca.pem"),
+            "tlsCertificateKeyFile": str(base / "client.pem"),
+        }
+
+    return functools.cache(options)
 
 
 @pytest.fixture(scope="session")

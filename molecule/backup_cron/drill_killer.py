@@ -17,6 +17,11 @@ Points (each holds the drill at its step with what a real server offers, then SI
 
 Just before the kill it writes to SCRATCH_USERS how many users the scratch instance holds (reads
 go on under an fsync lock); then it touches KILLED. It gives up after five minutes.
+
+The scratch instance requires TLS with a certificate of the environment's CA, as the drill starts
+it with the host's certificate (the scenario's sets require TLS). This script, as root, presents
+that certificate; at after-restore, when the instance holds every original value, it first writes
+to STRANGERS what a client without it got: a plaintext one and a TLS one with no certificate.
 """
 
 from __future__ import annotations
@@ -38,6 +43,10 @@ RESTORED = STATE / "restored"
 RELEASE = STATE / "release"
 KILLED = STATE / "killed"
 SCRATCH_USERS = STATE / "scratch_users"
+STRANGERS = STATE / "strangers"
+# The host's certificate and its CA, as tls_certificate writes them (group_vars/all/tls.yml).
+CA_FILE = "/etc/clinic/tls/ca.pem"
+HOST_PEM = "/etc/clinic/tls/host.pem"
 # Installed by the test as restore_drill_mongorestore: the real mongorestore, then RESTORED, then
 # a wait for RELEASE (at most five minutes), then mongorestore's exit code.
 HELD_RESTORE = "/usr/local/bin/mongorestore-held"
@@ -59,8 +68,24 @@ def listening(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def scratch(port: int) -> MongoClient[dict[str, Any]]:
-    return MongoClient(f"mongodb://127.0.0.1:{port}/?directConnection=true")
+def scratch(port: int, **tls: Any) -> MongoClient[dict[str, Any]]:
+    """A client of the scratch instance: by default with the host's certificate."""
+    options = tls or {"tls": True, "tlsCAFile": CA_FILE, "tlsCertificateKeyFile": HOST_PEM}
+    return MongoClient(
+        f"mongodb://127.0.0.1:{port}/?directConnection=true",
+        serverSelectionTimeoutMS=5000,
+        **options,
+    )
+
+
+def stranger(port: int, **tls: Any) -> str:
+    """'read' when a client with these options lists the restored patients, else 'refused'."""
+    try:
+        with scratch(port, **tls) as client:
+            client.clinic.patients.find_one()
+    except PyMongoError:
+        return "refused"
+    return "read"
 
 
 def masked(port: int, markers: list[bytes]) -> bool:
@@ -81,6 +106,10 @@ def main() -> None:
         wait_until(lambda: listening(port))
     elif point in ("after-restore", "during-masking"):
         wait_until(RESTORED.exists)
+        if point == "after-restore":
+            plaintext = stranger(port, tls=False)
+            no_certificate = stranger(port, tls=True, tlsCAFile=CA_FILE)
+            STRANGERS.write_text(f"plaintext={plaintext} no-certificate={no_certificate}")
         if point == "during-masking":
             with scratch(port) as client:
                 client.admin.command("fsync", lock=True)

@@ -2,7 +2,9 @@
 
 MongoDB is reached from the test machine (172.30.46.1) as an operator would: the source set's
 primary bk1 and its hidden member bk2, the drill's target bk-restore, with the admin passwords read
-from SSM like the playbooks read them. AWS is moto at AWS_ENDPOINT_URL (the network's gateway).
+from SSM like the playbooks read them. Both sets require TLS: the test machine presents a client
+certificate of each environment's CA (/clinic/<env>/tls in SSM, created by the first converge).
+AWS is moto at AWS_ENDPOINT_URL (the network's gateway).
 
 The modules run in a fixed order (MODULE_ORDER): bad input, which must change nothing, first; then
 the backups; the failure paths; the systemd timer option (which ends on cron again); the oplog
@@ -50,15 +52,23 @@ OPLOG_ARCHIVE = "runuser -u clinic-backup -- /usr/local/sbin/clinic-oplog-archiv
 ROOT = Path(__file__).resolve().parents[3]
 
 
-def client(address: str, password: str) -> MongoClient[dict[str, Any]]:
-    """The replica set member at address, as its admin (password: mongodb_admin_password)."""
+def client(address: str, password: str, tls: dict[str, Any]) -> MongoClient[dict[str, Any]]:
+    """The replica set member at address, as its admin (password: mongodb_admin_password), with
+    pymongo's TLS options `tls` (client_tls_at)."""
     return MongoClient(
         f"mongodb://{address}:27017/?directConnection=true&readPreference=secondaryPreferred",
         username="admin",
         password=password,
         authSource="admin",
         serverSelectionTimeoutMS=10000,
+        **tls,
     )
+
+
+@pytest.fixture(scope="session")
+def env_tls(client_tls_at: Callable[[str], dict[str, Any]]) -> Callable[[str], dict[str, Any]]:
+    """The test machine's TLS options for an environment's set (its CA: group_vars/all/tls.yml)."""
+    return lambda env: client_tls_at(f"/clinic/{env}/tls")
 
 
 @pytest.fixture(scope="session")
@@ -67,20 +77,26 @@ def s3() -> Any:
 
 
 @pytest.fixture(scope="session")
-def source(secret: Callable[..., str]) -> Iterator[MongoClient[dict[str, Any]]]:
-    with client(SOURCE_PRIMARY, secret("mongodb_admin_password", ENV)) as mongo:
+def source(
+    secret: Callable[..., str], env_tls: Callable[[str], dict[str, Any]]
+) -> Iterator[MongoClient[dict[str, Any]]]:
+    with client(SOURCE_PRIMARY, secret("mongodb_admin_password", ENV), env_tls(ENV)) as mongo:
         yield mongo
 
 
 @pytest.fixture(scope="session")
-def backup_member_db(secret: Callable[..., str]) -> Iterator[MongoClient[dict[str, Any]]]:
-    with client(BACKUP_MEMBER, secret("mongodb_admin_password", ENV)) as mongo:
+def backup_member_db(
+    secret: Callable[..., str], env_tls: Callable[[str], dict[str, Any]]
+) -> Iterator[MongoClient[dict[str, Any]]]:
+    with client(BACKUP_MEMBER, secret("mongodb_admin_password", ENV), env_tls(ENV)) as mongo:
         yield mongo
 
 
 @pytest.fixture(scope="session")
-def target(secret: Callable[..., str]) -> Iterator[MongoClient[dict[str, Any]]]:
-    with client(TARGET, secret("mongodb_admin_password", TARGET_ENV)) as mongo:
+def target(
+    secret: Callable[..., str], env_tls: Callable[[str], dict[str, Any]]
+) -> Iterator[MongoClient[dict[str, Any]]]:
+    with client(TARGET, secret("mongodb_admin_password", TARGET_ENV), env_tls(TARGET_ENV)) as mongo:
         yield mongo
 
 
@@ -151,6 +167,12 @@ def seeded(
         "the hidden member to replicate the seeded data",
     )
     return {"patients": patients, "audit_ids": [f"a{i}" for i in range(5)], "day": day}
+
+
+def job_setting(host: Host, name: str) -> str:
+    """A value of the jobs' settings (/etc/clinic/backup/backup.env), as the scripts read it."""
+    script = f'. /etc/clinic/backup/backup.env && printf %s "${name}"'
+    return str(host.check_output("sh -c %s", script))
 
 
 def config_with(host: Host, name: str, **overrides: str) -> str:

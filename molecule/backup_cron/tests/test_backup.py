@@ -20,6 +20,7 @@ from conftest import (
     PATIENTS,
     VISITS,
     config_with,
+    job_setting,
     latest,
     log_lines,
     metric_points,
@@ -150,7 +151,8 @@ def test_only_the_newest_backup_keeps_its_legal_hold(
 
 def test_the_primary_is_refused(bk2: Host) -> None:
     """The same job pointed at the source's primary fails instead of dumping from it."""
-    uri = "mongodb://backup@172.30.46.11:27017/?authSource=admin&directConnection=true"
+    uri = job_setting(bk2, "MONGODB_URI").replace("@127.0.0.1:", "@172.30.46.11:")
+    assert "172.30.46.11" in uri and "tls=true" in uri, uri
     config = config_with(bk2, "primary", MONGODB_URI=uri)
     result = bk2.run(f"CLINIC_BACKUP_CONFIG={config} {BACKUP}")
     assert result.rc == 1

@@ -29,6 +29,15 @@ BACKUP_PLAYBOOK = str(ROOT / "playbooks" / "backup.yml")
         ("backup_cron_timeout_seconds=5", "backup_cron_timeout_seconds at least 60 (got 5)"),
         ("backup_cron_max_lag_seconds=5", "backup_cron_max_lag_seconds 30 to 86400 (got 5;"),
         ("backup_cron_max_lag_seconds=soon", "backup_cron_max_lag_seconds"),
+        (
+            "backup_cron_tls_certificate_key_file=",
+            "backup_cron_tls_ca_file, when set, needs backup_cron_tls_certificate_key_file",
+        ),
+        (
+            "backup_cron_tls_ca_file=/etc/clinic/tls/absent.pem",
+            "backup_cron_tls_ca_file (/etc/clinic/tls/absent.pem) and"
+            " backup_cron_tls_certificate_key_file (/etc/clinic/tls/host.pem) must exist",
+        ),
     ],
     ids=[
         "no-bucket",
@@ -41,6 +50,8 @@ BACKUP_PLAYBOOK = str(ROOT / "playbooks" / "backup.yml")
         "short-timeout",
         "lag-threshold-too-small",
         "lag-threshold-not-a-number",
+        "tls-without-certificate",
+        "tls-ca-file-absent",
     ],
 )
 def test_bad_input_is_refused_before_any_change(

@@ -400,6 +400,11 @@ def test_a_drill_killed_at_any_step_leaves_no_unmasked_value(
     if point != "before-copy":
         assert snapshot(target) == before
     assert_no_scratch_left(drill_host)
+    if point == "after-restore":
+        # The scratch instance held every original value: no client without the host's
+        # certificate, plaintext or not, could read it.
+        strangers = drill_host.file("/run/clinic-drill-test/strangers").content_string
+        assert strangers == "plaintext=refused no-certificate=refused", strangers
     if point != "during-restore":
         # The source's users came with the restore; masking drops them before anything is copied.
         users = int(drill_host.file("/run/clinic-drill-test/scratch_users").content_string)

@@ -19,15 +19,12 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
-import boto3
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 from rollouts import has_parameter
 
-from tests.harness.pki import Authority, key_file_pem
+from tests.harness.pki import Authority
 
 SET_NAME = "rs0"
 PORT = 27017
@@ -98,35 +95,15 @@ def password(secret: Callable[[str], str]) -> Callable[[str], str]:
 
 
 @pytest.fixture(scope="session")
-def authority() -> Authority:
+def authority(authority_at: Callable[[str], Authority]) -> Authority:
     """The scenario's CA, as the tls_certificate role created it in SSM."""
-    ssm = boto3.client("ssm")
-
-    def read(name: str) -> bytes:
-        reply = ssm.get_parameter(Name=f"{CA_PARAMETERS}/{name}", WithDecryption=True)
-        return reply["Parameter"]["Value"].encode()
-
-    key = serialization.load_pem_private_key(read("ca_key"), password=None)
-    return Authority(key, x509.load_pem_x509_certificate(read("ca_certificate")))  # type: ignore[arg-type]
+    return authority_at(CA_PARAMETERS)
 
 
 @pytest.fixture(scope="session")
-def client_tls(authority: Authority, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def client_tls(client_tls_at: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
     """pymongo's TLS options of the test machine: the CA file and a client certificate."""
-    base = tmp_path_factory.mktemp("client-tls")
-    key, cert = authority.issue("molecule operator", [], server=False)
-    files = {
-        "ca.pem": authority.cert.public_bytes(serialization.Encoding.PEM),
-        "client.pem": key_file_pem(cert, key),
-    }
-    for name, data in files.items():
-        (base / name).write_bytes(data)
-        (base / name).chmod(0o600)
-    return {
-        "tls": True,
-        "tlsCAFile": str(base / "ca.pem"),
-        "tlsCertificateKeyFile": str(base / "client.pem"),
-    }
+    return client_tls_at(CA_PARAMETERS)
 
 
 @pytest.fixture(scope="module")

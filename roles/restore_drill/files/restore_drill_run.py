@@ -9,6 +9,7 @@ masked documents, so neither its data files nor its oplog ever hold an original 
 Reads a JSON request on stdin (never argv: it holds the presigned URL and the target's password):
   {"url": "<presigned URL of the archive>", "sha256": "<hex>",
    "mongod": "/usr/bin/mongod", "mongorestore": "/usr/bin/mongorestore", "scratch_port": 27117,
+   "tls": {"ca_file": "/etc/clinic/tls/ca.pem", "certificate_key_file": "/etc/clinic/tls/host.pem"},
    "target": {"uri": "mongodb://admin@127.0.0.1:27017/?authSource=admin", "password": "..."},
    "expected": {"db.collection": count, ...},      # the manifest's counts (user databases)
    "rules": [{"namespace": "db.coll", "fields": {"field.path": "generator"}}, ...],
@@ -43,6 +44,10 @@ A restore to a point in time replays the archived oplog onto the restored backup
 are checked against the manifest and before masking: the entries from the backup's start up to the
 point, with mongorestore --oplogReplay --oplogFile --oplogLimit. Masking, the checks and the copy
 then run as always.
+
+With `tls` (the host's certificate, which only root and the TLS group can read), the scratch
+instance requires TLS and a client certificate of the CA, like the set: no other local user can
+connect to it and read the unmasked restore. Without it, the scratch instance is plaintext.
 """
 
 from __future__ import annotations
@@ -59,7 +64,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import bson
 from bson.codec_options import CodecOptions
@@ -183,18 +188,72 @@ def download(url: str, sha256: str, dest: Path, what: str = "archive") -> int:
     return size
 
 
-def start_scratch(mongod: str, port: int, work: Path) -> subprocess.Popen[bytes]:
+class Scratch(NamedTuple):
+    """The throw-away mongod: its port and, with TLS, the CA file and the host's certificate."""
+
+    port: int
+    ca_file: str = ""
+    certificate_key_file: str = ""
+
+    @classmethod
+    def of(cls, request: dict[str, Any]) -> Scratch:
+        tls = request.get("tls") or {}
+        return cls(
+            int(request["scratch_port"]),
+            tls.get("ca_file", ""),
+            tls.get("certificate_key_file", ""),
+        )
+
+    def mongod_options(self) -> list[str]:
+        if not self.ca_file:
+            return []
+        return [
+            "--tlsMode", "requireTLS",
+            "--tlsCAFile", self.ca_file,
+            "--tlsCertificateKeyFile", self.certificate_key_file,
+            "--tlsDisabledProtocols", "TLS1_0,TLS1_1",
+        ]  # fmt: skip
+
+    def client(self, timeout_ms: int = 30000) -> MongoClient[dict[str, Any]]:
+        tls: dict[str, Any] = (
+            {
+                "tls": True,
+                "tlsCAFile": self.ca_file,
+                "tlsCertificateKeyFile": self.certificate_key_file,
+            }
+            if self.ca_file
+            else {}
+        )
+        return MongoClient(
+            f"mongodb://127.0.0.1:{self.port}/?directConnection=true",
+            serverSelectionTimeoutMS=timeout_ms,
+            **tls,
+        )
+
+    def tool_options(self) -> list[str]:
+        """mongo-tools' TLS flags (their --ssl names)."""
+        if not self.ca_file:
+            return []
+        return [
+            "--ssl",
+            f"--sslCAFile={self.ca_file}",
+            f"--sslPEMKeyFile={self.certificate_key_file}",
+        ]
+
+
+def start_scratch(mongod: str, scratch: Scratch, work: Path) -> subprocess.Popen[bytes]:
     """A throw-away standalone mongod: its own dbPath, 127.0.0.1 only, no replica set, no users,
     no unix socket, the TTL monitor off (it would delete restored documents), its log private."""
     (work / "db").mkdir(mode=0o700)
     argv = [
         mongod,
         "--dbpath", str(work / "db"),
-        "--port", str(port),
+        "--port", str(scratch.port),
         "--bind_ip", "127.0.0.1",
         "--nounixsocket",
         "--setParameter", "ttlMonitorEnabled=false",
         "--logpath", str(work / "mongod.log"),
+        *scratch.mongod_options(),
     ]  # fmt: skip
     process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
@@ -202,7 +261,7 @@ def start_scratch(mongod: str, port: int, work: Path) -> subprocess.Popen[bytes]
         if process.poll() is not None:
             raise DrillStopped(f"the scratch mongod exited {process.returncode} at start")
         try:
-            with scratch_client(port, 1000) as probe:
+            with scratch.client(1000) as probe:
                 probe.admin.command("ping")
             return process
         except PyMongoError:
@@ -210,21 +269,15 @@ def start_scratch(mongod: str, port: int, work: Path) -> subprocess.Popen[bytes]
     raise DrillStopped("the scratch mongod did not answer within 60 s")
 
 
-def scratch_client(port: int, timeout_ms: int = 30000) -> MongoClient[dict[str, Any]]:
-    return MongoClient(
-        f"mongodb://127.0.0.1:{port}/?directConnection=true",
-        serverSelectionTimeoutMS=timeout_ms,
-    )
-
-
 def run_mongorestore(
-    mongorestore: str, port: int, options: list[str], work: Path, what: str
+    mongorestore: str, scratch: Scratch, options: list[str], work: Path, what: str
 ) -> None:
     """mongorestore into the scratch instance. Its output can quote documents (duplicate keys): it
     stays in the private /tmp."""
+    uri = f"--uri=mongodb://127.0.0.1:{scratch.port}/?directConnection=true"
     with (work / "mongorestore.log").open("ab") as log:
         rc = subprocess.run(
-            [mongorestore, f"--uri=mongodb://127.0.0.1:{port}/?directConnection=true", *options],
+            [mongorestore, uri, *scratch.tool_options(), *options],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
@@ -234,10 +287,10 @@ def run_mongorestore(
         raise DrillStopped(f"{what} into the scratch instance: mongorestore exited {rc}")
 
 
-def restore(mongorestore: str, port: int, archive: Path, work: Path) -> None:
+def restore(mongorestore: str, scratch: Scratch, archive: Path, work: Path) -> None:
     """The archive with its oplog into the scratch instance."""
     options = ["--gzip", f"--archive={archive}", "--oplogReplay", "--drop"]
-    run_mongorestore(mongorestore, port, options, work, "the restore of the archive")
+    run_mongorestore(mongorestore, scratch, options, work, "the restore of the archive")
 
 
 def replay_oplog(request: dict[str, Any], work: Path, report: dict[str, Any]) -> None:
@@ -265,7 +318,7 @@ def replay_oplog(request: dict[str, Any], work: Path, report: dict[str, Any]) ->
     (work / "empty").mkdir()
     run_mongorestore(
         request["mongorestore"],
-        request["scratch_port"],
+        Scratch.of(request),
         ["--oplogReplay", f"--oplogFile={joined}", f"--oplogLimit={until}:0", str(work / "empty")],
         work,
         "the oplog replay",
@@ -408,12 +461,13 @@ def drill(request: dict[str, Any], work: Path, report: dict[str, Any]) -> None:
     archive = work / "dump.archive.gz"
     with timed(report, "download"):
         report["archive_bytes"] = download(request["url"], request["sha256"], archive)
-    scratch_process = start_scratch(request["mongod"], request["scratch_port"], work)
+    instance = Scratch.of(request)
+    scratch_process = start_scratch(request["mongod"], instance, work)
     try:
         with timed(report, "restore"):
-            restore(request["mongorestore"], request["scratch_port"], archive, work)
+            restore(request["mongorestore"], instance, archive, work)
         archive.unlink()
-        with scratch_client(request["scratch_port"]) as scratch:
+        with instance.client() as scratch:
             covered = {rule["namespace"] for rule in request["rules"]} | set(request["unmasked"])
             restored = user_namespaces(scratch)
             uncovered = sorted(restored - covered)
