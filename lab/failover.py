@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import shlex
 import subprocess
 import threading
 import time
@@ -34,10 +33,9 @@ from lab.settings import ROOT, Host, Lab
 from lab.smoke import (
     LB_HTTP_PORT,
     MONGODB_ADMIN_USER,
-    MONGODB_PYTHON,
     PASSED,
+    member_python,
     replica_set,
-    ssh,
 )
 
 HOLD_S = 30
@@ -56,14 +54,15 @@ HELLO_PROBE = """
 import json
 from pymongo import MongoClient
 hello = MongoClient("127.0.0.1", 27017, directConnection=True,
-                    serverSelectionTimeoutMS=10000).admin.command("hello")
+                    serverSelectionTimeoutMS=10000, **TLS).admin.command("hello")
 print(json.dumps({"primary": hello.get("primary"), "hosts": hello.get("hosts", [])}))
 """
 # Runs on the member expected to take over: the wall clock when it first says it is primary.
 PRIMARY_WATCH = """
 import sys, time
 from pymongo import MongoClient
-client = MongoClient("127.0.0.1", 27017, directConnection=True, serverSelectionTimeoutMS=1000)
+client = MongoClient("127.0.0.1", 27017, directConnection=True, serverSelectionTimeoutMS=1000,
+                     **TLS)
 deadline = time.time() + float(sys.argv[1])
 while time.time() < deadline:
     try:
@@ -82,7 +81,7 @@ from pymongo import MongoClient, ReadPreference
 from pymongo.read_concern import ReadConcern
 job = json.load(sys.stdin)
 client = MongoClient("127.0.0.1", 27017, authSource="admin", username=job["user"],
-                     password=job["password"], serverSelectionTimeoutMS=30000)
+                     password=job["password"], serverSelectionTimeoutMS=30000, **TLS)
 records = client.get_database(job["database"], read_concern=ReadConcern("majority"),
                               read_preference=ReadPreference.PRIMARY).records
 wanted = [ObjectId(i) for i in job["ids"]]
@@ -163,8 +162,7 @@ class Outcome:
 
 
 def remote_python(lab: Lab, host: Host, script: str, stdin: str = "", *args: str) -> str:
-    command = " ".join([MONGODB_PYTHON, "-c", shlex.quote(script), *map(shlex.quote, args)])
-    result = ssh(lab, host.address, command, stdin, timeout=HOLD_S + 120)
+    result = member_python(lab, host, script, stdin, *args, timeout=HOLD_S + 120)
     if result.returncode != 0:
         raise RuntimeError(f"{host.container}: {result.stderr.strip()[-500:]}")
     return result.stdout.strip()

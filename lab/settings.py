@@ -19,6 +19,10 @@ GROUP_VARS_ALL = INVENTORY_DIR / "group_vars" / "all"
 SECRETS_FILE = ROOT / "group_vars" / "all" / "secrets.yml"
 # The storage names every environment derives from clinic_env and its region.
 STORAGE_FILE = ROOT / "group_vars" / "all" / "storage.yml"
+# Where tls_certificate puts a host's certificate, and which MongoDB modes have clients use it.
+TLS_FILE = ROOT / "group_vars" / "all" / "tls.yml"
+CLIENT_TLS_MODES = ("preferTLS", "requireTLS")
+DEFAULT_TLS_MODE = "requireTLS"
 # Generated material: deploy key, known host keys, secrets, moto's pid file and log, run logs.
 STATE_DIR = LAB_DIR / ".state"
 STATE_FILE = LAB_DIR / "state.json"
@@ -123,6 +127,25 @@ def storage(env: str = ENVIRONMENT, root: Path = ROOT) -> dict[str, str]:
     # Ansible's undefined values chain (clinic_storage_names.<key> when it is unset); so do these.
     jinja = jinja2.Environment(undefined=jinja2.ChainableUndefined)
     return {name: jinja.from_string(value).render(facts | wiring) for name, value in wiring.items()}
+
+
+def member_tls() -> dict[str, Any]:
+    """pymongo's TLS options of a client on a member of the lab's set, as the platform's own
+    clients get them (group_vars/all/tls.yml): none unless the lab's clinic_mongodb_tls_mode has
+    clients speak TLS, then the CA file and the member's certificate (root's and its group's)."""
+    mode = group_vars("environment").get("clinic_mongodb_tls_mode", DEFAULT_TLS_MODE)
+    if mode not in CLIENT_TLS_MODES:
+        return {}
+    wiring: dict[str, str] = yaml.safe_load(TLS_FILE.read_text())
+    files = {
+        name: jinja2.Environment().from_string(wiring[name]).render(wiring)
+        for name in ("clinic_tls_ca_file", "clinic_tls_certificate_key_file")
+    }
+    return {
+        "tls": True,
+        "tlsCAFile": files["clinic_tls_ca_file"],
+        "tlsCertificateKeyFile": files["clinic_tls_certificate_key_file"],
+    }
 
 
 def aws_environment(lab: Lab) -> dict[str, str]:

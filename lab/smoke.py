@@ -1,6 +1,6 @@
-"""The lab's smoke check: a request through the load balancer, the replica set's state, a
-first backup and an oplog archive, each against the running platform. A check is `passed` or
-`failed`, never faked; `make lab` fails when any check failed.
+"""The lab's smoke check: a request and a record through the load balancer, the replica set's
+state, a first backup and an oplog archive, each against the running platform. A check is
+`passed` or `failed`, never faked; `make lab` fails when any check failed.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from lab import aws
-from lab.settings import STATE_DIR, Host, Lab, storage
+from lab.settings import STATE_DIR, Host, Lab, member_tls, storage
 
 PASSED, FAILED = "passed", "failed"
 LB_HTTP_PORT = 80  # lab/lb.yml
@@ -26,14 +26,15 @@ LB_STATS_PORT = 8404
 # mongodb_replicaset's defaults: the admin user, and the virtualenv holding pymongo on each member.
 MONGODB_ADMIN_USER = "admin"
 MONGODB_PYTHON = "/opt/clinic/mongodb-ansible/bin/python"
-# Runs on a member with the role's pymongo; credentials arrive on stdin, never on a command line.
+# Runs on a member with the role's pymongo (member_python); credentials arrive on stdin, never on
+# a command line.
 REPLSET_PROBE = """
 import json, sys
 from pymongo import MongoClient
 login = json.load(sys.stdin)
 client = MongoClient("127.0.0.1", 27017, directConnection=True, authSource="admin",
                      username=login["user"], password=login["password"],
-                     serverSelectionTimeoutMS=10000)
+                     serverSelectionTimeoutMS=10000, **TLS)
 status = client.admin.command("replSetGetStatus")
 print(json.dumps({"set": status["set"], "members": [
     {"name": m["name"], "state": m["stateStr"], "health": m.get("health")}
@@ -94,16 +95,28 @@ def ssh(
     )  # fmt: skip
 
 
+def member_python(
+    lab: Lab, host: Host, script: str, stdin: str = "", *args: str, timeout: int = 60
+) -> subprocess.CompletedProcess[str]:
+    """A Python script on a member with the role's pymongo, as root: the member's certificate,
+    which a client presents when the set requires TLS, is readable by root and its TLS group only.
+    The script finds pymongo's TLS options (settings.member_tls) in the name TLS."""
+    prelude = f"TLS = {member_tls()!r}\n"
+    command = " ".join(
+        ["sudo", "-n", MONGODB_PYTHON, "-c", shlex.quote(prelude + script), *map(shlex.quote, args)]
+    )
+    return ssh(lab, host.address, command, stdin, timeout=timeout)
+
+
 def replica_set(lab: Lab) -> Check:
     """One PRIMARY and the other members SECONDARY, as admin with the password from moto's SSM."""
     members = lab.by_role("mongodb")
     login = json.dumps(
         {"user": MONGODB_ADMIN_USER, "password": aws.read_secret(lab, "mongodb/admin_password")}
     )
-    command = f"{MONGODB_PYTHON} -c {shlex.quote(REPLSET_PROBE)}"
     errors = []
     for member in members:
-        result = ssh(lab, member.address, command, login)
+        result = member_python(lab, member, REPLSET_PROBE, login)
         if result.returncode == 0:
             break
         errors.append(f"{member.container}: {result.stderr.strip().splitlines()[-1:]}")
@@ -165,6 +178,29 @@ def request_through_load_balancer(lab: Lab) -> Check:
     return Check(
         name, PASSED if ok else FAILED, f"{url} -> {code}, version {version} (live {live})"
     )
+
+
+def record_through_load_balancer(lab: Lab) -> Check:
+    """A record posted through HAProxy is acknowledged (a majority write) and listed back: the API
+    reaches the replica set (with its node's certificate when the set requires TLS)."""
+    name = "record through the load balancer"
+    url = lb_url(lab, LB_HTTP_PORT, "/records")
+    request = urllib.request.Request(
+        url,
+        data=json.dumps({"source": "lab smoke check"}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with HTTP.open(request, timeout=30) as reply:
+            created = json.loads(reply.read())["id"]
+        code, body = get(url)
+        listed = [record["_id"] for record in json.loads(body)["records"]] if code == 200 else []
+    except (OSError, ValueError, KeyError) as error:
+        return Check(name, FAILED, f"{url}: {error}")
+    ok = created in listed
+    detail = f"POST {url} -> {created}; GET -> {code}, {'listed' if ok else 'not listed'}"
+    return Check(name, PASSED if ok else FAILED, detail)
 
 
 @dataclass
@@ -262,6 +298,7 @@ def run(lab: Lab) -> list[dict[str, Any]]:
         replica_set,
         load_balancer,
         request_through_load_balancer,
+        record_through_load_balancer,
         first_backup,
         oplog_archive,
     ]

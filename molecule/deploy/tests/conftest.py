@@ -8,6 +8,8 @@ The modules run in file-name order, each starting from where the one before left
   test_05_migration   4.0.0 under load: its failing change set stops the deploy before any node
                       switches; both nodes stay on 2.0.0 and UP in HAProxy
   test_06_alb         2.0.0 -> 1.0.0 through the `alb` adapter against a target group in moto
+  test_07_tls_upgrade the plaintext set and the API move to TLS step by step under load; the set
+                      requires TLS from then on
 """
 
 from __future__ import annotations
