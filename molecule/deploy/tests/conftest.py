@@ -21,8 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from deploy_scenario import BASE, DB_ADDRESS, DEPLOY, RELEASE_PARAMETER, SECRET_NAMES, aws
-from pymongo import MongoClient
+from deploy_scenario import BASE, DEPLOY, RELEASE_PARAMETER, SECRET_NAMES, admin_client, aws
 from testinfra.host import Host
 
 
@@ -91,12 +90,6 @@ def secret_values(secret: Callable[..., str]) -> list[str]:
 @pytest.fixture(scope="session")
 def database(secret: Callable[..., str]) -> Any:
     """The API's database, as the replica set's admin (password from SSM)."""
-    client: MongoClient = MongoClient(
-        f"mongodb://{DB_ADDRESS}:27017/",
-        username="admin",
-        password=secret("mongodb_admin_password"),
-        directConnection=True,
-        serverSelectionTimeoutMS=10000,
-    )
+    client = admin_client(secret("mongodb_admin_password"))
     yield client["clinic"]
     client.close()

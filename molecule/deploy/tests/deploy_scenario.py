@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import boto3
+from pymongo import MongoClient
 
 DEPLOY = "../../playbooks/deploy.yml"
 SERVICE = "clinic-api"
@@ -21,3 +22,15 @@ SECRET_NAMES = ("app_jwt_secret", "mongodb_app_password")
 
 def aws(service: str) -> Any:
     return boto3.client(service, region_name="ap-south-1")
+
+
+def admin_client(password: str, timeout_ms: int = 10000, **tls: Any) -> MongoClient[dict[str, Any]]:
+    """The replica set's member as its admin, with pymongo's TLS options `tls` (none: plaintext)."""
+    return MongoClient(
+        f"mongodb://{DB_ADDRESS}:27017/",
+        username="admin",
+        password=password,
+        directConnection=True,
+        serverSelectionTimeoutMS=timeout_ms,
+        **tls,
+    )

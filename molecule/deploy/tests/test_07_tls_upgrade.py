@@ -15,8 +15,7 @@ from typing import Any
 
 import pytest
 from bson import ObjectId
-from deploy_scenario import DB_ADDRESS, LB_ADDRESS, NODES, SERVICE, STATS_URL
-from pymongo import MongoClient
+from deploy_scenario import LB_ADDRESS, NODES, SERVICE, STATS_URL, admin_client
 from pymongo.errors import PyMongoError
 
 from tests.harness import loadgen
@@ -48,15 +47,7 @@ def tls_database(
     client_tls_at: Callable[[str], dict[str, Any]],
 ) -> Iterator[Any]:
     """The API's database as admin, with a client certificate of the environment's CA."""
-    client: MongoClient[dict[str, Any]] = MongoClient(
-        f"mongodb://{DB_ADDRESS}:27017/",
-        username="admin",
-        password=secret("mongodb_admin_password"),
-        directConnection=True,
-        serverSelectionTimeoutMS=10000,
-        **client_tls_at(CA_PARAMETERS),
-    )
-    with client:
+    with admin_client(secret("mongodb_admin_password"), **client_tls_at(CA_PARAMETERS)) as client:
         yield client["clinic"]
 
 
@@ -92,14 +83,7 @@ def test_a_client_without_a_certificate_of_the_ca_is_refused(
 ) -> None:
     if options:
         options = options | {"tlsCAFile": client_tls_at(CA_PARAMETERS)["tlsCAFile"]}
-    client: MongoClient[dict[str, Any]] = MongoClient(
-        f"mongodb://{DB_ADDRESS}:27017/",
-        username="admin",
-        password=secret("mongodb_admin_password"),
-        directConnection=True,
-        serverSelectionTimeoutMS=3000,
-        **options,
-    )
+    client = admin_client(secret("mongodb_admin_password"), 3000, **options)
     with client, pytest.raises(PyMongoError):
         client.admin.command("ping")
 
