@@ -45,6 +45,22 @@ CASES = {
         {"app_node_release_source": "url"},
         "app_node_release_source 'url' needs app_node_release_url (http or https).",
     ),
+    "https-without-ca": (
+        {
+            "app_node_https_certificate_key_file": "/etc/clinic/tls/host.pem",
+            "app_node_tls_group": "x",
+        },
+        "app_node_https_certificate_key_file, when set, needs app_node_https_ca_file",
+    ),
+    "https-file-not-on-host": (
+        {
+            "app_node_https_certificate_key_file": "/etc/clinic/tls/host.pem",
+            "app_node_https_ca_file": "/etc/clinic/tls/ca.pem",
+            "app_node_tls_group": "clinic-tls",
+        },
+        "must exist on the host, the certificate owned by the group app_node_tls_group "
+        "(clinic-tls): run tls_certificate on the host first.",
+    ),
 }
 
 

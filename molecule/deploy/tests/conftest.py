@@ -10,6 +10,9 @@ The modules run in file-name order, each starting from where the one before left
   test_06_alb         2.0.0 -> 1.0.0 through the `alb` adapter against a target group in moto
   test_07_tls_upgrade the plaintext set and the API move to TLS step by step under load; the set
                       requires TLS from then on
+  test_08_rotation    every certificate renewed under load: the members restart one by one, the API
+                      nodes reload theirs without a restart
+The API nodes serve HTTPS to HAProxy throughout (the platform's default).
 """
 
 from __future__ import annotations
@@ -21,7 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from deploy_scenario import BASE, DEPLOY, RELEASE_PARAMETER, SECRET_NAMES, admin_client, aws
+from deploy_scenario import (
+    BASE,
+    CA_FILE,
+    DEPLOY,
+    RELEASE_PARAMETER,
+    SECRET_NAMES,
+    admin_client,
+    aws,
+)
 from testinfra.host import Host
 
 
@@ -62,12 +73,13 @@ def unpacked() -> Callable[[Host], set[str]]:
 
 @pytest.fixture(scope="session")
 def served_version() -> Callable[[Host], str]:
-    """The version the API answers on the node itself."""
+    """The version the API answers on the node itself, over HTTPS verified with the CA."""
 
     def ask(host: Host) -> str:
         return host.check_output(
-            'python3 -c "import json,urllib.request;print(json.load(urllib.request.urlopen('
-            "'http://127.0.0.1:3000/version', timeout=5))['version'])\""
+            'python3 -c "import json,ssl,urllib.request;print(json.load(urllib.request.urlopen('
+            f"'https://127.0.0.1:3000/version', timeout=5, "
+            f"context=ssl.create_default_context(cafile='{CA_FILE}')))['version'])\""
         )
 
     return ask

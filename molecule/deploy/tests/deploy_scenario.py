@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import boto3
@@ -16,8 +17,27 @@ LB_ADDRESS = "172.30.47.10"
 STATS_URL = f"http://{LB_ADDRESS}:8404/stats;csv"
 DB_ADDRESS = "172.30.47.20"
 RELEASE_PARAMETER = "/clinic/molecule/app/release"
+# Every host's TLS files (group_vars/all/tls.yml); the API serves HTTPS with host.pem (the
+# platform's default, which the scenario keeps) and HAProxy verifies it against ca.pem.
+CA_FILE = "/etc/clinic/tls/ca.pem"
+CERTIFICATE = "/etc/clinic/tls/host.pem"
+# The CA's SSM parameters for clinic_env molecule.
+CA_PARAMETERS = "/clinic/molecule/tls"
 # The secrets (names of clinic_secrets) a deploy hands to the API and its migrations.
 SECRET_NAMES = ("app_jwt_secret", "mongodb_app_password")
+
+
+# site.yml's MongoDB and API plays, which test_07 and test_08 run under load at LOAD_RATE
+# requests/s through HAProxy.
+SITE_PLAYBOOKS = ("../../playbooks/mongodb.yml", "../../playbooks/app.yml")
+LOAD_RATE = 20.0
+
+
+def step(ansible_playbook: Callable[..., Any], mode: str, *args: str) -> list[Any]:
+    """site.yml's MongoDB then API play with clinic_mongodb_tls_mode `mode`."""
+    return [
+        ansible_playbook(p, "-e", f"clinic_mongodb_tls_mode={mode}", *args) for p in SITE_PLAYBOOKS
+    ]
 
 
 def aws(service: str) -> Any:

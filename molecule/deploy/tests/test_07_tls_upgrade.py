@@ -15,27 +15,28 @@ from typing import Any
 
 import pytest
 from bson import ObjectId
-from deploy_scenario import LB_ADDRESS, NODES, SERVICE, STATS_URL, admin_client
+from deploy_scenario import (
+    CA_PARAMETERS,
+    CERTIFICATE,
+    LB_ADDRESS,
+    LOAD_RATE,
+    NODES,
+    SERVICE,
+    STATS_URL,
+    admin_client,
+    step,
+)
 from pymongo.errors import PyMongoError
 
 from tests.harness import loadgen
 
 STEPS = ("allowTLS", "preferTLS", "requireTLS")
-PLAYBOOKS = ("../../playbooks/mongodb.yml", "../../playbooks/app.yml")
-RATE = 20.0
-CA_PARAMETERS = "/clinic/molecule/tls"  # group_vars/all/tls.yml for clinic_env molecule
-CERTIFICATE = "/etc/clinic/tls/host.pem"
-
-
-def step(ansible_playbook: Callable[..., Any], mode: str) -> list[Any]:
-    """site.yml's MongoDB then API play at one TLS mode."""
-    return [ansible_playbook(p, "-e", f"clinic_mongodb_tls_mode={mode}") for p in PLAYBOOKS]
 
 
 @pytest.fixture(scope="module")
 def upgrade(ansible_playbook: Callable[..., Any], database: Any) -> dict[str, Any]:
     before = database.records.count_documents({})
-    with loadgen.load(LB_ADDRESS, rate=RATE, stats_url=STATS_URL) as report:
+    with loadgen.load(LB_ADDRESS, rate=LOAD_RATE, stats_url=STATS_URL) as report:
         runs = {mode: step(ansible_playbook, mode) for mode in STEPS}
     return {"before": before, "runs": runs, "report": report}
 
