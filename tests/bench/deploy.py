@@ -2,8 +2,9 @@
 
 Deploys 2.0.0 over 1.0.0 with playbooks/deploy.yml while tests.harness.loadgen sends 60 requests/s
 through HAProxy, and prints the load generator's figures and how long each node was out of
-HAProxy (from leaving UP to being UP again: drain, install, restart, health, rejoin). Last line:
-    requests=N failed=F p50_ms=A p95_ms=B node_cycle_s=C
+HAProxy (from leaving UP to being UP again: drain, install, restart, health, rejoin), with the
+TLS settings deploy.sh converged with (BENCH_EXTRA_VARS). Last line:
+    requests=N failed=F p50_ms=A p95_ms=B node_cycle_s=C tls=on|off
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def main() -> int:
         "playbooks/deploy.yml",
         "-e", f"deploy_version={RELEASE}",
         "-e", f"deploy_sha256={checksum}",
+        "-e", os.environ["BENCH_EXTRA_VARS"],
     ]  # fmt: skip
     started = time.monotonic()
     with loadgen.load(LB, rate=60.0, stats_url=STATS_URL) as report:
@@ -60,7 +62,8 @@ def main() -> int:
     print(
         f"requests={len(report.results)} failed={len(report.failures)} "
         f"p50_ms={report.percentile_ms(50):.1f} p95_ms={report.percentile_ms(95):.1f} "
-        f"node_cycle_s={sum(cycles) / len(cycles) if cycles else 0:.1f}"
+        f"node_cycle_s={sum(cycles) / len(cycles) if cycles else 0:.1f} "
+        f"tls={os.environ['BENCH_TLS']}"
     )
     return 0 if report.failures == [] else 1
 
