@@ -11,7 +11,7 @@ SCENARIOS := $(sort $(patsubst molecule/%/molecule.yml,%,$(wildcard molecule/*/m
 SCENARIO ?=
 COLLECTION := .ansible/collections/ansible_collections/clinic/infra/MANIFEST.json
 
-.PHONY: help test lint unit mongosh molecule bench bench-hardening bench-inventory bench-restore bench-deploy bench-lab lab lab-down lab-deploy lab-failover images docker clean-harness venv docs
+.PHONY: help test lint unit mongosh molecule bench bench-hardening bench-inventory bench-restore bench-deploy bench-lab lab lab-down lab-deploy lab-failover lab-rotate images docker clean-harness venv docs
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -98,6 +98,9 @@ lab: venv docker ## The whole platform on local containers (a second run changes
 
 lab-down: venv docker ## Remove the lab: its containers, network, moto server and lab/.state
 	python -m lab down
+
+lab-rotate: venv ## Renew every certificate of the running lab under API load: failed requests, latency
+	python -m lab rotate
 
 lab-failover: venv ## Stop, then freeze, the running lab's primary under API load: writes, failed, lost, election_s
 	python -m lab failover

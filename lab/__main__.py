@@ -1,4 +1,5 @@
-"""`make lab`, `make lab-deploy VERSION=...`, `make lab-down`: python -m lab up|deploy|down.
+"""`make lab`, `make lab-deploy VERSION=...`, `make lab-rotate`, `make lab-down`:
+python -m lab up|deploy|rotate|down.
 
 up: containers and services (lab/up.yml), moto's EC2/SSM/KMS/S3 (lab/aws.py), then
 `ansible-playbook site.yml -i inventories/lab` over SSH through the aws_ec2 inventory, HAProxy
@@ -6,6 +7,13 @@ up: containers and services (lab/up.yml), moto's EC2/SSM/KMS/S3 (lab/aws.py), th
 deploy VERSION: `ansible-playbook playbooks/deploy.yml -i inventories/lab` for a release of the
 sample API in the lab's artifact bucket (1.0.0, 2.0.0, 3.0.0 which fails its health check, or 4.0.0
 whose migration fails), with the checksum published beside it, through HAProxy.
+rotate: every certificate of the running lab renewed by site.yml's MongoDB and API plays (asking
+for certificates valid 398 days and renewed 397 days before they expire, so each one issued with
+the default 397 days is due) while the API takes
+RATE requests/s through HAProxy (tests.harness.loadgen: a request fails when it raises, answers
+anything but 2xx, or waits more than 10 s). Once per lab: the renewed certificates are valid 398
+days, so a second rotate renews nothing. Last line:
+    requests=N failed=F p50_ms=A p95_ms=B max_ms=C rotate_s=D
 down: every container, network and moto server of the lab, and lab/.state.
 """
 
@@ -36,9 +44,12 @@ from lab.settings import (
     load,
     storage,
 )
-from tests.harness import strategy
+from tests.harness import loadgen, strategy
 
 COLLECTIONS_DIR = STATE_DIR / "collections"
+ROTATE_RATE = 20.0
+# Every certificate issued with the default validity (397 days) expires within 397 days: each is due.
+RENEW_ALL = '{"tls_certificate_valid_days": 398, "tls_certificate_renew_days": 397}'
 RECAP = re.compile(
     r"^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+"
     r"unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)",
@@ -323,6 +334,39 @@ def deploy(version: str) -> int:
     return result["exit_code"]
 
 
+def rotate() -> int:
+    lab = load()
+    env = environment(lab)
+    inventory = str(INVENTORY_DIR.relative_to(ROOT))
+    runs = []
+    (lb,) = lab.by_role("lb")
+    stats_url = f"http://{lb.address}:{smoke.LB_STATS_PORT}/stats;csv"
+    started = time.monotonic()
+    with loadgen.load(lb.address, rate=ROTATE_RATE, stats_url=stats_url) as report:
+        for name in ("mongodb", "app"):
+            runs.append(
+                playbook(
+                    f"certificate renewal: playbooks/{name}.yml",
+                    ["ansible-playbook", f"playbooks/{name}.yml", "-i", inventory, "-e", RENEW_ALL],
+                    env,
+                    f"rotate-{name}.log",
+                )
+            )
+            if runs[-1]["exit_code"]:
+                break
+    rotate_s = time.monotonic() - started
+    for run in runs:
+        say(f"{run['log']}: exit {run['exit_code']}, {run['seconds']} s, changed={run['changed']}")
+    print(report.summary())
+    slowest = max((r.latency_ms for r in report.results), default=0.0)
+    print(
+        f"requests={len(report.results)} failed={len(report.failures)} "
+        f"p50_ms={report.percentile_ms(50):.1f} p95_ms={report.percentile_ms(95):.1f} "
+        f"max_ms={slowest:.0f} rotate_s={rotate_s:.1f}"
+    )
+    return 1 if report.failures or any(run["exit_code"] for run in runs) else 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m lab", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -331,11 +375,14 @@ def main() -> int:
     release.add_argument("version")
     commands.add_parser("down", help="remove the lab")
     commands.add_parser("failover", help="stop, then freeze, the primary under load")
+    commands.add_parser("rotate", help="renew every certificate under load")
     args = parser.parse_args()
     if args.command == "deploy":
         return deploy(args.version)
     if args.command == "failover":
         return failover.run(load())
+    if args.command == "rotate":
+        return rotate()
     return up() if args.command == "up" else down()
 
 

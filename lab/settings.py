@@ -23,6 +23,7 @@ STORAGE_FILE = ROOT / "group_vars" / "all" / "storage.yml"
 TLS_FILE = ROOT / "group_vars" / "all" / "tls.yml"
 CLIENT_TLS_MODES = ("preferTLS", "requireTLS")
 DEFAULT_TLS_MODE = "requireTLS"
+DEFAULT_APP_HTTPS = True
 # Generated material: deploy key, known host keys, secrets, moto's pid file and log, run logs.
 STATE_DIR = LAB_DIR / ".state"
 STATE_FILE = LAB_DIR / "state.json"
@@ -136,15 +137,25 @@ def member_tls() -> dict[str, Any]:
     mode = group_vars("environment").get("clinic_mongodb_tls_mode", DEFAULT_TLS_MODE)
     if mode not in CLIENT_TLS_MODES:
         return {}
-    wiring: dict[str, str] = yaml.safe_load(TLS_FILE.read_text())
-    files = {
-        name: jinja2.Environment().from_string(wiring[name]).render(wiring)
-        for name in ("clinic_tls_ca_file", "clinic_tls_certificate_key_file")
-    }
+    files = tls_files()
     return {
         "tls": True,
         "tlsCAFile": files["clinic_tls_ca_file"],
         "tlsCertificateKeyFile": files["clinic_tls_certificate_key_file"],
+    }
+
+
+def app_https() -> bool:
+    """Whether the lab's API nodes serve HTTPS (clinic_app_https, group_vars/all/tls.yml)."""
+    return bool(group_vars("environment").get("clinic_app_https", DEFAULT_APP_HTTPS))
+
+
+def tls_files() -> dict[str, str]:
+    """The paths of the CA file and the host's certificate and key on every lab host."""
+    wiring: dict[str, str] = yaml.safe_load(TLS_FILE.read_text())
+    return {
+        name: jinja2.Environment().from_string(wiring[name]).render(wiring)
+        for name in ("clinic_tls_ca_file", "clinic_tls_certificate_key_file")
     }
 
 

@@ -18,11 +18,31 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from lab import aws
-from lab.settings import STATE_DIR, Host, Lab, member_tls, storage
+from lab.settings import STATE_DIR, Host, Lab, app_https, member_tls, storage, tls_files
 
 PASSED, FAILED = "passed", "failed"
 LB_HTTP_PORT = 80  # lab/lb.yml
 LB_STATS_PORT = 8404
+APP_PORT = 3000  # group_vars/all/app.yml
+# Runs as root on the load balancer (which holds the CA file): each API node's health URL over
+# HTTPS, its certificate verified against the CA for the node's address, and over plain HTTP.
+NODE_PROTOCOLS = """
+import json, ssl, sys, urllib.request
+nodes, ca_file, port = json.load(sys.stdin)
+opener = urllib.request.build_opener(
+    urllib.request.ProxyHandler({}),
+    urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=ca_file)))
+answers = {}
+for node in nodes:
+    answers[node] = {}
+    for scheme in ("https", "http"):
+        try:
+            with opener.open(f"{scheme}://{node}:{port}/healthz", timeout=10) as reply:
+                answers[node][scheme] = str(reply.status)
+        except Exception as error:
+            answers[node][scheme] = type(error).__name__
+print(json.dumps(answers))
+"""
 # mongodb_replicaset's defaults: the admin user, and the virtualenv holding pymongo on each member.
 MONGODB_ADMIN_USER = "admin"
 MONGODB_PYTHON = "/opt/clinic/mongodb-ansible/bin/python"
@@ -158,6 +178,25 @@ def load_balancer(lab: Lab) -> Check:
     backends = ", ".join(f"{name} {state}" for name, state in sorted(servers.items()))
     detail = f"{health_url} -> {code}; backends: {backends or 'none'}"
     return Check("load balancer health", PASSED if ok else FAILED, detail)
+
+
+def api_nodes_protocol(lab: Lab) -> Check:
+    """From the load balancer, each API node answers over HTTPS with a certificate of the lab's CA
+    for its address and refuses plain HTTP; or the reverse when the lab turned HTTPS off."""
+    name = "API nodes' protocol"
+    (lb,) = lab.by_role("lb")
+    nodes = [host.address for host in lab.by_role("app")]
+    stdin = json.dumps([nodes, tls_files()["clinic_tls_ca_file"], APP_PORT])
+    result = ssh(lab, lb.address, f"sudo -n python3 -c {shlex.quote(NODE_PROTOCOLS)}", stdin)
+    if result.returncode:
+        return Check(name, FAILED, f"{lb.container}: {result.stderr.strip()[-300:]}")
+    answers: dict[str, dict[str, str]] = json.loads(result.stdout)
+    served, refused = ("https", "http") if app_https() else ("http", "https")
+    ok = all(a[served] == "200" and a[refused] != "200" for a in answers.values())
+    detail = "; ".join(
+        f"{node}: {served} {a[served]}, {refused} {a[refused]}" for node, a in answers.items()
+    )
+    return Check(name, PASSED if ok else FAILED, detail)
 
 
 def request_through_load_balancer(lab: Lab) -> Check:
@@ -297,6 +336,7 @@ def run(lab: Lab) -> list[dict[str, Any]]:
     checks = [
         replica_set,
         load_balancer,
+        api_nodes_protocol,
         request_through_load_balancer,
         record_through_load_balancer,
         first_backup,
