@@ -48,7 +48,7 @@ from tests.harness import loadgen, strategy
 
 COLLECTIONS_DIR = STATE_DIR / "collections"
 ROTATE_RATE = 20.0
-# Every certificate issued with the default validity (397 days) expires within 397 days: each is due.
+# A certificate of the default validity (397 days) expires within 397 days: each one is due.
 RENEW_ALL = '{"tls_certificate_valid_days": 398, "tls_certificate_renew_days": 397}'
 RECAP = re.compile(
     r"^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+"

@@ -30,7 +30,7 @@ from testinfra.host import Host
 
 from tests.harness import loadgen
 
-# Every certificate issued with the default validity (397 days) expires within 397 days: each is due.
+# A certificate of the default validity (397 days) expires within 397 days: each one is due.
 RENEW_ALL = ("-e", '{"tls_certificate_valid_days": 398, "tls_certificate_renew_days": 397}')
 
 # Run on an API node: the serial number (hex) of the certificate the API serves on 127.0.0.1.
