@@ -9,10 +9,10 @@ sample API in the lab's artifact bucket (1.0.0, 2.0.0, 3.0.0 which fails its hea
 whose migration fails), with the checksum published beside it, through HAProxy.
 rotate: every certificate of the running lab renewed by site.yml's MongoDB and API plays (asking
 for certificates valid 398 days and renewed 397 days before they expire, so each one issued with
-the default 397 days is due) while the API takes
-RATE requests/s through HAProxy (tests.harness.loadgen: a request fails when it raises, answers
-anything but 2xx, or waits more than 10 s). Once per lab: the renewed certificates are valid 398
-days, so a second rotate renews nothing. Last line:
+the default 397 days is due) while the API takes ROTATE_RATE requests/s through HAProxy
+(tests.harness.loadgen: a request fails when it raises, answers anything but 2xx, or waits more
+than 10 s). Once per lab: the renewed certificates are valid 398 days, so a second rotate renews
+nothing. Last line:
     requests=N failed=F p50_ms=A p95_ms=B max_ms=C rotate_s=D
 down: every container, network and moto server of the lab, and lab/.state.
 """
