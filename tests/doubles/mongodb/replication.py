@@ -92,6 +92,9 @@ ZERO_TS = Timestamp(0, 0)
 IS_SELF_TIMEOUT = 2.0
 # Bound of one oplog fetch round trip (the source holds an empty answer up to maxAwaitMillis).
 OPLOG_FETCH_TIMEOUT = 5.0
+# A sync source whose oplog fetch failed is passed over for this long when another member can serve
+# (mongod denylists a failed sync source for a while and chooses again).
+SYNC_SOURCE_DENYLIST_S = 10.0
 OPLOG_FETCH_AWAIT_MILLIS = 500
 INITIAL_SYNC_TIMEOUT = 60.0
 
@@ -374,6 +377,8 @@ class Replication:
         self._last_takeover_check = 0.0
         self._majority_seen = 0.0
         self._is_self_answers: dict[str, bool] = {}
+        # host -> time.monotonic() until which a sync source that failed is passed over
+        self._sync_source_denied: dict[str, float] = {}
         self.default_rw: Document | None = None
         # A primary stepping down (shutdown): writes are refused, hello no longer says writable.
         self.stepping_down = False
@@ -999,6 +1004,7 @@ class Replication:
     def get_status(self) -> Document:
         cfg = self._require_config()
         now = datetime.datetime.now(UTC)
+        source = self._sync_source()
         members = []
         for member in cfg["members"]:
             member_id = member["_id"]
@@ -1013,8 +1019,8 @@ class Replication:
                     "optime": self.last_applied.doc(),
                     "optimeDate": self.last_applied.wall(),
                     "lastAppliedWallTime": self.last_applied.wall(),
-                    "syncSourceHost": self._sync_source_host() or "",
-                    "syncSourceId": self.primary_id if self._sync_source_host() else -1,
+                    "syncSourceHost": source["host"] if source else "",
+                    "syncSourceId": source["_id"] if source else -1,
                     "infoMessage": "",
                     "configVersion": cfg["version"],
                     "configTerm": cfg["term"],
@@ -1061,8 +1067,8 @@ class Replication:
             "date": now,
             "myState": self.state,
             "term": Int64(self.term),
-            "syncSourceHost": self._sync_source_host() or "",
-            "syncSourceId": self.primary_id if self._sync_source_host() else -1,
+            "syncSourceHost": source["host"] if source else "",
+            "syncSourceId": source["_id"] if source else -1,
             "heartbeatIntervalMillis": Int64(self.settings("heartbeatIntervalMillis")),
             "majorityVoteCount": self.majority_vote_count(),
             "writeMajorityCount": self.write_majority_count(),
@@ -1080,11 +1086,39 @@ class Replication:
             "ok": 1.0,
         }
 
-    def _sync_source_host(self) -> str | None:
-        if self.state not in (SECONDARY, STARTUP2) or self.primary_id is None:
+    def _sync_source(self) -> Document | None:
+        """mongod's choice of a sync source, simplified: the primary while its oplog answers.
+        When there is no primary, or fetching from it has just failed (a frozen or partitioned
+        primary), a secondary whose last applied optime is ahead of this node's, the closest by
+        ping, a visible member before a hidden or delayed one: mongod chains through secondaries
+        (settings.chainingAllowed, on by default), so a member that fell behind catches up from
+        another and can be elected without the primary. Initial sync copies from the primary."""
+        if self.state not in (SECONDARY, STARTUP2):
             return None
+        now = time.monotonic()
         primary = self.member(self.primary_id)
-        return primary["host"] if primary else None
+        if primary is not None and self._sync_source_denied.get(primary["host"], 0.0) <= now:
+            return primary
+        if self.state == SECONDARY and self.settings("chainingAllowed"):
+            ahead = [
+                (member, view)
+                for member in self.others()
+                if (view := self.members.get(member["_id"])) is not None
+                and view.health > 0
+                and view.state in (PRIMARY, SECONDARY)
+                and view.applied > self.last_applied
+                and self._sync_source_denied.get(member["host"], 0.0) <= now
+            ]
+            if ahead:
+                member, _ = min(
+                    ahead,
+                    key=lambda pair: (
+                        bool(pair[0].get("hidden")) or pair[0].get("secondaryDelaySecs", 0) > 0,
+                        pair[1].ping_ms,
+                    ),
+                )
+                return member
+        return primary
 
     def _config_committed(self) -> bool:
         cfg = self.config
@@ -1520,8 +1554,8 @@ class Replication:
         last entry, which must be in this oplog: otherwise the histories diverged and the fetcher
         has to roll back (OplogStartMissing)."""
         self._set_term(int(body.get("term", -1)))
-        if self.state != PRIMARY:
-            raise MongoError(10107, "not primary")
+        if self.state not in (PRIMARY, SECONDARY):
+            raise MongoError(13436, "node is not in primary or recovering state")
         member_id = body.get("memberId")
         if isinstance(member_id, int) and member_id in self.members:
             view = self.members[member_id]
@@ -1896,10 +1930,11 @@ class Replication:
 
     async def _fetch_loop(self) -> None:
         while not self._stopping:
-            source = self._sync_source_host()
-            if source is None:
+            member = self._sync_source()
+            if member is None:
                 await asyncio.sleep(0.05)
                 continue
+            source = member["host"]
             try:
                 if self.state == STARTUP2:
                     await self._initial_sync(source)
@@ -1929,6 +1964,7 @@ class Replication:
             await asyncio.sleep(0.2)
 
     def _sync_source_failed(self, source: str, error: str) -> None:
+        self._sync_source_denied[source] = time.monotonic() + SYNC_SOURCE_DENYLIST_S
         self.node.log.info(
             "REPL",
             21799,

@@ -90,9 +90,11 @@ def _start_set(
     launcher: Launcher,
     secured: bool = False,
     partition: Partition | None = None,
+    member_options: dict[int, dict[str, Any]] | None = None,
     **settings: Any,
 ) -> ReplicaSet:
-    """Three members, initiated from the first; with `partition`, the config hosts are proxies."""
+    """Three members, initiated from the first; with `partition`, the config hosts are proxies;
+    `member_options` adds fields (priority, ...) to the config of the member at that index."""
     extra = ["--replSet", "rs0"]
     if secured:
         extra += ["--keyFile", str(launcher.key_file())]
@@ -104,7 +106,10 @@ def _start_set(
         hosts = [f"127.0.0.1:{partition.add_member(i, n.port)}" for i, n in enumerate(nodes)]
     config = {
         "_id": "rs0",
-        "members": [{"_id": i, "host": host} for i, host in enumerate(hosts)],
+        "members": [
+            {"_id": i, "host": host, **(member_options or {}).get(i, {})}
+            for i, host in enumerate(hosts)
+        ],
         "settings": {**SETTINGS, **settings},
     }
     local = nodes[0].client()
@@ -192,6 +197,33 @@ def test_frozen_primary_is_replaced_and_rejoins_as_secondary(launcher: Launcher)
         new_client.close()
     wait_for(lambda: rs.has_doc(old, "after-thaw"), 10, "replication to the old primary")
     assert rs.has_doc(old, "before-freeze")
+
+
+def test_lagging_secondary_catches_up_from_the_other_and_is_elected(launcher: Launcher) -> None:
+    """The only electable secondary is behind when the primary freezes, and the other voter
+    (priority 0) is ahead of it, so it refuses its vote. mongod's secondaries sync from a
+    secondary that is ahead when the primary does not answer (chaining, on by default): the
+    lagging member catches up from the other one and is elected, with every majority write."""
+    rs = _start_set(launcher, member_options={2: {"priority": 0}})
+    old, lagging, _ = rs.nodes
+    assert rs.primary_among(rs.nodes) is old
+    written = [f"while-behind-{i}" for i in range(20)]
+    os.kill(lagging.proc.pid, signal.SIGSTOP)
+    try:
+        client = rs.client(old)
+        try:
+            for doc_id in written:  # acknowledged by the primary and the priority-0 member
+                _majority(client).insert_one({"_id": doc_id})
+        finally:
+            client.close()
+        with _frozen(old):
+            os.kill(lagging.proc.pid, signal.SIGCONT)
+            started = time.monotonic()
+            new = _wait_new_primary(rs, old, started)
+            assert new is lagging
+            assert all(rs.has_doc(new, doc_id) for doc_id in written)
+    finally:
+        os.kill(lagging.proc.pid, signal.SIGCONT)
 
 
 def test_majority_acknowledged_write_survives_failover(launcher: Launcher) -> None:
