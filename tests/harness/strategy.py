@@ -1,4 +1,4 @@
-"""The Ansible strategy of the lab's and the Molecule scenarios' runs: Mitogen's by default.
+"""The Ansible strategy of the lab's, the Molecule scenarios' and the unit tests' runs: Mitogen's.
 
 Same plays, same order, same results; Mitogen keeps one Python interpreter per host and sends
 modules to it instead of starting Python for every task (docs/benchmarks.md). Any other name
