@@ -8,7 +8,8 @@ units are read inside the nodes through testinfra's docker backend.
 The modules run in a fixed order (see MODULE_ORDER): first the checks of the converged nodes, which
 change nothing; then the runs that must fail before they change anything (bad input, a bad checksum
 of 2.0.0 while 2.0.0 is not unpacked yet); then the deploys of 2.0.0, its redeploy and the rollback;
-last the broken 3.0.0, after which the nodes are converged back to 1.0.0.
+then 1.0.0 published again with another artifact; last the broken 3.0.0, after which the nodes are
+converged back to 1.0.0.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ MODULE_ORDER = (
     "test_bad_input",
     "test_bad_checksum",
     "test_releases",
+    "test_republished",
     "test_broken_release",
 )
 

@@ -1,7 +1,7 @@
 """An artifact whose sha256 is not the expected one is refused, and the live release keeps serving.
 
-Runs before test_releases (see MODULE_ORDER in conftest.py): the role fetches and verifies an
-artifact only for a release that is not unpacked yet, and 2.0.0 is not unpacked on a fresh run.
+Runs before test_releases (see MODULE_ORDER in conftest.py), while 2.0.0 is not unpacked: the role
+fetches and verifies an artifact whenever the release on disk is not unpacked from the expected one.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def bad_checksum_run(converge, host_named, current):  # noqa: ANN001, ANN201
         host = host_named(name)
         if current(host) != f"releases/{LIVE_RELEASE}":
             pytest.fail(f"{name} must be on {LIVE_RELEASE} before this module: {current(host)}")
-        # Normally absent; a leftover unpacked 2.0.0 would make the role skip the fetch.
+        # Normally absent: a leftover 2.0.0 is removed so that the refusal leaves nothing of it.
         host.check_output("rm -rf %s", f"{BASE}/releases/{RELEASE}")
     return converge(RELEASE, "-e", f"app_node_release_sha256={ZEROS}")
 
