@@ -179,6 +179,16 @@ def test_transparent_huge_pages_are_handled_before_mongod_starts(host_named, mem
     assert "[never]" in node.file(THP).content_string
 
 
+def test_a_data_device_is_left_alone_in_a_container(converge, recap, changes, tail):  # noqa: ANN001, ANN201
+    """A container cannot format or mount the data volume: the role says so and goes on, and the
+    converged set does not change. (Formatting it XFS and mounting it on the dbPath needs a host
+    that is not a container.)"""
+    result = converge("-e", "mongodb_replicaset_data_device=/dev/xvdf")
+    assert result.returncode == 0, tail(result)
+    assert all(c["changed"] == 0 for c in recap(result).values()), changes(result)
+    assert "cannot format or mount /dev/xvdf" in " ".join(result.stdout.split()), tail(result)
+
+
 def test_mongodb_port_is_open_to_the_app_network_only(host_named, tcp_state, member):  # noqa: ANN001, ANN201
     assert tcp_state(host_named("mdb-client-in"), member.address, 27017) == "open"
     assert tcp_state(host_named("mdb-client-out"), member.address, 27017) == "timeout"
