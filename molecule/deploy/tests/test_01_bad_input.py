@@ -34,6 +34,13 @@ CASES = {
         {"checksum": "0" * 64},
         "There is no release 9.9.9: s3://clinic-molecule-artifacts-ap-south-1/releases/clinic-api-9.9.9.tar.gz",
     ),
+    # The artifact in the bucket is not the one named (replaced, or another build's checksum):
+    # refused on the controller, before any node leaves the load balancer.
+    "wrong checksum": (
+        ("2.0.0",),
+        {"checksum": "0" * 64},
+        f"not {'0' * 64}: it was not installed. Check deploy_sha256",
+    ),
     # Both nodes in one batch would leave the load balancer nothing to send traffic to.
     "every node at once": (
         ("2.0.0", "-e", "deploy_serial=100%"),
