@@ -172,24 +172,45 @@ def _playbook_recap(output: str, host: str) -> dict[str, int]:
 Run = subprocess.CompletedProcess[str]
 
 
+def playbook_command(playbook: str, *args: str) -> tuple[list[str], dict[str, str]]:
+    """The command and environment of one of the scenario's playbooks against the scenario
+    inventory, as molecule runs it; the output plain and unwrapped, so that the PLAY RECAP and
+    the failures can be parsed."""
+    scenario = Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"])
+    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
+    command = ["ansible-playbook", "-i", inventory, str(scenario / playbook), *args]
+    env = os.environ | {"ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", "COLUMNS": "300"}
+    return command, env
+
+
 @pytest.fixture(scope="session")
 def ansible_playbook() -> Callable[..., Run]:
-    """Run one of the scenario's playbooks against the scenario inventory, as molecule does.
-
-    Extra arguments go to ansible-playbook as they are (`"-e", "name=value"`). The output is plain
-    and unwrapped, so that the PLAY RECAP and the failures can be parsed.
-    """
+    """Run one of the scenario's playbooks to its end (playbook_command); extra arguments go to
+    ansible-playbook as they are (`"-e", "name=value"`)."""
 
     def run(playbook: str, *args: str, timeout: float = 1800) -> Run:
-        scenario = Path(os.environ["MOLECULE_SCENARIO_DIRECTORY"])
-        inventory = os.environ["MOLECULE_INVENTORY_FILE"]
-        command = ["ansible-playbook", "-i", inventory, str(scenario / playbook), *args]
-        env = os.environ | {"ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", "COLUMNS": "300"}
+        command, env = playbook_command(playbook, *args)
         return subprocess.run(
             command, capture_output=True, text=True, env=env, timeout=timeout, check=False
         )
 
     return run
+
+
+@pytest.fixture(scope="session")
+def start_playbook() -> Callable[..., subprocess.Popen[str]]:
+    """Start one of the scenario's playbooks (playbook_command) in a process group of its own,
+    which a test may kill as a lost controller or a Ctrl-C would end the run; the output goes to
+    a pipe, read with communicate()."""
+
+    def start(playbook: str, *args: str) -> subprocess.Popen[str]:
+        command, env = playbook_command(playbook, *args)
+        return subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+            start_new_session=True,
+        )  # fmt: skip
+
+    return start
 
 
 @pytest.fixture(scope="session")

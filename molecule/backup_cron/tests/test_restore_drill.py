@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import boto3
 import bson
 import pytest
 from conftest import (
@@ -31,6 +32,8 @@ from pymongo.write_concern import WriteConcern
 from testinfra.host import Host
 
 DRILL = str(ROOT / "playbooks" / "restore_drill.yml")
+# The target environment's run lock (group_vars/all/clinic.yml), which the drill holds throughout.
+TARGET_LOCK = f"/clinic/{TARGET_ENV}/run-lock"
 DRILL_ARGS = (
     "-e",
     "restore_drill_group=drill_set",
@@ -322,6 +325,29 @@ def test_a_refused_drill_changes_nothing(
     text = " ".join((result.stdout + result.stderr).split())
     assert message in text, tail(result)
     assert not reached_the_host(result), tail(result)
+    assert snapshot(target) == before
+
+
+def test_a_drill_is_refused_while_another_run_holds_the_targets_lock(
+    ansible_playbook: Any, drill: dict[str, Any], target: MongoClient[dict[str, Any]], tail: Any
+) -> None:
+    """A deploy (or site.yml's API tier) of the target environment holds its run lock: the drill
+    is refused before it reaches the host, names the holder and leaves its lock alone."""
+    ssm = boto3.client("ssm")
+    holder = {"run_id": "0123456789ab", "owner": "qa@controller", "purpose": "deploy 2.0.0",
+              "started": "2026-12-07T12:00:00Z"}  # fmt: skip
+    ssm.put_parameter(Name=TARGET_LOCK, Value=json.dumps(holder), Type="String")
+    before = snapshot(target)
+    try:
+        result = ansible_playbook(DRILL, *DRILL_ARGS)
+        left = ssm.get_parameter(Name=TARGET_LOCK)["Parameter"]["Value"]
+    finally:
+        ssm.delete_parameter(Name=TARGET_LOCK)
+    assert result.returncode != 0, tail(result)
+    text = " ".join((result.stdout + result.stderr).split())
+    assert f"Another run holds the run lock {TARGET_LOCK}: 'deploy 2.0.0' by qa@controller" in text
+    assert not reached_the_host(result), tail(result)
+    assert json.loads(left) == holder
     assert snapshot(target) == before
 
 

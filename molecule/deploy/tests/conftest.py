@@ -2,7 +2,8 @@
 
 The modules run in file-name order, each starting from where the one before left the nodes:
   test_01_bad_input   every refused deploy leaves the nodes on 1.0.0, untouched
-  test_02_rolling     1.0.0 -> 2.0.0 under load through HAProxy; then 2.0.0 again changes nothing
+  test_02_rolling     1.0.0 -> 2.0.0 under load through HAProxy, started twice at once (the run lock
+                      refuses one); then 2.0.0 again changes nothing
   test_03_guard       with the other node down in HAProxy, a deploy refuses to take a node out
   test_04_broken      3.0.0 under load stops at the first node, which runs 2.0.0 again
   test_05_migration   4.0.0 under load: its failing change set stops the deploy before any node
@@ -12,6 +13,8 @@ The modules run in file-name order, each starting from where the one before left
                       requires TLS from then on
   test_08_rotation    every certificate renewed under load: the members restart one by one, the API
                       nodes reload theirs without a restart
+  test_09_killed      2.0.0 killed with its first node out of HAProxy; a new run is refused by the
+                      dead run's lock, then breaks it and completes under load
 The API nodes serve HTTPS to HAProxy throughout (the platform's default).
 """
 

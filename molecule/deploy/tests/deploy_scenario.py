@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +21,8 @@ LB_ADDRESS = "172.30.47.10"
 STATS_URL = f"http://{LB_ADDRESS}:8404/stats;csv"
 DB_ADDRESS = "172.30.47.20"
 RELEASE_PARAMETER = "/clinic/molecule/app/release"
+# The environment's run lock (group_vars/all/clinic.yml), held by a deploy from its checks on.
+RUN_LOCK = "/clinic/molecule/run-lock"
 # Every host's TLS files (group_vars/all/tls.yml); the API serves HTTPS with host.pem (the
 # platform's default, which the scenario keeps) and HAProxy verifies it against ca.pem.
 CA_FILE = "/etc/clinic/tls/ca.pem"
@@ -42,6 +48,26 @@ def step(ansible_playbook: Callable[..., Any], mode: str, *args: str) -> list[An
 
 def aws(service: str) -> Any:
     return boto3.client(service, region_name="ap-south-1")
+
+
+def haproxy_states() -> dict[str, str]:
+    """Server -> status of the API backend in HAProxy's stats (UP, DRAIN, MAINT, DOWN...)."""
+    with urllib.request.urlopen(STATS_URL, timeout=5) as reply:
+        rows = csv.DictReader(io.StringIO(reply.read().decode().lstrip("# ")))
+        return {
+            row["svname"]: row["status"]
+            for row in rows
+            if row["pxname"] == "api_nodes" and row["svname"] not in ("FRONTEND", "BACKEND")
+        }
+
+
+def run_lock() -> dict[str, str] | None:
+    """The run holding the environment's run lock, None when it is free."""
+    ssm = aws("ssm")
+    try:
+        return json.loads(ssm.get_parameter(Name=RUN_LOCK)["Parameter"]["Value"])
+    except ssm.exceptions.ParameterNotFound:
+        return None
 
 
 def admin_client(password: str, timeout_ms: int = 10000, **tls: Any) -> MongoClient[dict[str, Any]]:

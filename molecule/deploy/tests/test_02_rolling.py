@@ -1,11 +1,14 @@
-"""1.0.0 -> 2.0.0 under steady load through HAProxy: no request fails, the migrations run once
+"""1.0.0 -> 2.0.0 under steady load through HAProxy, started twice at once: the run lock refuses one
+run before it changes anything, and with the other no request fails, the migrations run once
 before any node switches, one node at a time leaves the load balancer, every node ends on 2.0.0
 and 2.0.0 becomes the live release. Deploying 2.0.0 again changes nothing."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
-from deploy_scenario import LB_ADDRESS, NODES, STATS_URL
+from deploy_scenario import LB_ADDRESS, NODES, RUN_LOCK, STATS_URL, run_lock
 
 from tests.harness import loadgen
 
@@ -14,10 +17,39 @@ RATE = 60.0  # requests per second through HAProxy, above the 50/s the deploy mu
 
 
 @pytest.fixture(scope="module")
-def rolled(deploy):  # noqa: ANN001, ANN201
-    with loadgen.load(LB_ADDRESS, rate=RATE, stats_url=STATS_URL) as report:
-        run = deploy(NEW, "-vvv")
-    return run, report
+def both(deploy):  # noqa: ANN001, ANN201
+    """Two deploys of NEW started together, as two engineers would: the environment's run lock
+    lets one through and refuses the other."""
+    with (
+        loadgen.load(LB_ADDRESS, rate=RATE, stats_url=STATS_URL) as report,
+        ThreadPoolExecutor(2) as pool,
+    ):
+        runs = list(pool.map(lambda _: deploy(NEW, "-vvv"), range(2)))
+    return runs, report
+
+
+@pytest.fixture(scope="module")
+def rolled(both, tail):  # noqa: ANN001, ANN201
+    runs, report = both
+    done = [run for run in runs if run.returncode == 0]
+    assert len(done) == 1, "\n\n".join(tail(run) for run in runs)
+    return done[0], report
+
+
+def test_the_other_deploy_was_refused_by_the_run_lock(both, rolled, recap, tail):  # noqa: ANN001, ANN201
+    runs, _ = both
+    (refused,) = [run for run in runs if run is not rolled[0]]
+    assert refused.returncode != 0, tail(refused)
+    text = " ".join((refused.stdout + refused.stderr).split())
+    assert f"Another run holds the run lock {RUN_LOCK}: 'deploy {NEW}' by " in text, tail(refused)
+    assert "Nothing was changed" in text and "-e run_lock_break=" in text, tail(refused)
+    for node in NODES:
+        assert recap(refused)[node]["changed"] == 0, tail(refused)
+    assert "PLAY [Roll the release out" not in refused.stdout, tail(refused)
+
+
+def test_the_run_lock_was_given_back(rolled):  # noqa: ANN001, ANN201
+    assert run_lock() is None
 
 
 def test_deploy_succeeds(rolled, tail):  # noqa: ANN001, ANN201

@@ -5,7 +5,7 @@ request through HAProxy fails."""
 from __future__ import annotations
 
 import pytest
-from deploy_scenario import LB_ADDRESS, NODES, STATS_URL
+from deploy_scenario import LB_ADDRESS, NODES, STATS_URL, run_lock
 
 from tests.harness import loadgen
 
@@ -58,3 +58,7 @@ def test_second_node_untouched(stopped, host_named, current, unpacked):  # noqa:
 
 def test_live_release_unchanged(stopped, live_release, sha256):  # noqa: ANN001, ANN201
     assert live_release() == {"version": LIVE, "sha256": sha256(LIVE)}
+
+
+def test_the_failed_run_gave_the_run_lock_back(stopped):  # noqa: ANN001, ANN201
+    assert run_lock() is None

@@ -4,12 +4,8 @@ the live release, the failed change set is not recorded, and no request through 
 
 from __future__ import annotations
 
-import csv
-import io
-import urllib.request
-
 import pytest
-from deploy_scenario import LB_ADDRESS, NODES, SERVICE, STATS_URL
+from deploy_scenario import LB_ADDRESS, NODES, SERVICE, STATS_URL, haproxy_states, run_lock
 
 from tests.harness import loadgen
 
@@ -22,17 +18,6 @@ MIGRATE_TASK = f"migrate | Apply the pending change sets of {FAILING}"
 def started_at(host) -> str:  # noqa: ANN001
     """When the API last entered `active` (changes with every restart)."""
     return host.check_output(f"systemctl show {SERVICE} -p ActiveEnterTimestampMonotonic --value")
-
-
-def haproxy_states() -> dict[str, str]:
-    """Server -> status of the API backend in HAProxy's stats (UP, DRAIN, MAINT, DOWN...)."""
-    with urllib.request.urlopen(STATS_URL, timeout=5) as reply:
-        rows = csv.DictReader(io.StringIO(reply.read().decode().lstrip("# ")))
-        return {
-            row["svname"]: row["status"]
-            for row in rows
-            if row["pxname"] == "api_nodes" and row["svname"] not in ("FRONTEND", "BACKEND")
-        }
 
 
 @pytest.fixture(scope="module")
@@ -100,3 +85,7 @@ def test_failed_change_set_not_recorded(stopped, database):  # noqa: ANN001, ANN
 
 def test_live_release_unchanged(stopped, live_release, sha256):  # noqa: ANN001, ANN201
     assert live_release() == {"version": LIVE, "sha256": sha256(LIVE)}
+
+
+def test_the_failed_run_gave_the_run_lock_back(stopped):  # noqa: ANN001, ANN201
+    assert run_lock() is None

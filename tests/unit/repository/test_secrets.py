@@ -15,11 +15,12 @@ SECRETS_FILE = ROOT / "group_vars" / "all" / "secrets.yml"
 SECRETS: dict[str, dict] = yaml.safe_load(SECRETS_FILE.read_text())["clinic_secrets"]
 PATHS = {secret["path"] for secret in SECRETS.values()}
 # Parameters under clinic_ssm_prefix that are not generated secrets: the live release (a plain
-# String written by the deploy), the alarm webhook's URL (an operator stores it), the
-# environment's TLS CA (the tls_certificate role creates it: group_vars/all/tls.yml) and the replica
-# set scenario's (under mongodb/tls/).
+# String written by the deploy), the run lock (a String its holder creates and deletes), the alarm
+# webhook's URL (an operator stores it), the environment's TLS CA (the tls_certificate role creates
+# it: group_vars/all/tls.yml) and the replica set scenario's (under mongodb/tls/).
 NOT_GENERATED = {
     "app/release",
+    "run-lock",
     "monitoring/webhook_url",
     "tls/ca_key",
     "tls/ca_certificate",
